@@ -1,0 +1,47 @@
+# The two commands of README.md: `make demo` and `make test`. Everything else is a helper.
+# Both build the environment themselves from PyPI and Maven Central; nothing is installed by hand.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PAYKAFKA := $(VENV)/bin/paykafka
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test check env stack-up stack-down clean
+
+# Set up everything, bring the local stack up, send a payment and show it tracked.
+demo: $(STAMP)
+	$(PAYKAFKA) stack up
+	$(PY) examples/producer.py
+	$(PY) examples/tracker.py --until-end
+
+# The whole suite: lint, types, unit and integration tests on the real stack.
+# A stack that was already running is left running; one started here is stopped, even on failure.
+test: $(STAMP)
+	@if $(PAYKAFKA) stack status --quiet; then started=; else \
+		$(PAYKAFKA) stack up || exit 1; started=1; fi; \
+	trap 'if [ -n "$$started" ]; then $(PAYKAFKA) stack down; fi' EXIT; \
+	$(MAKE) --no-print-directory check
+
+check: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(PY) -m pytest
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+stack-up: $(STAMP)
+	$(PAYKAFKA) stack up
+
+stack-down: $(STAMP)
+	$(PAYKAFKA) stack down
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build

@@ -1,0 +1,72 @@
+"""paykafka: typed, schema-governed Kafka for payment events.
+
+``import paykafka`` gives everything a service needs; the modules behind it are private.
+"""
+
+from paykafka._dlq import DeadLetter
+from paykafka._errors import (
+    BrokerUnavailableError,
+    ConfigError,
+    DecodeError,
+    DecodeReason,
+    DeliveryError,
+    EncodeError,
+    IncompatibleSchemaError,
+    KafkaError,
+    PayKafkaError,
+    RegistryError,
+    RegistryIncompatibleError,
+    RegistryUnavailableError,
+    SchemaError,
+    SchemaNotFoundError,
+    SerdeError,
+    StackError,
+    SubjectNotFoundError,
+    ValidationError,
+)
+from paykafka._event import PaymentEvent, PaymentMethod
+from paykafka._producer import Delivery, DeliveryFuture, PaymentProducer, key_by_user
+from paykafka._registry import CompatibilityResult, RegisteredSchema, RegistryClient
+from paykafka._schema import PaymentSchema, load_schema
+from paykafka._settings import DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_REGISTRY_URL, Settings
+from paykafka._tracker import PaymentTracker, TrackedEvent
+from paykafka._version import __version__
+
+__all__ = [
+    "DEFAULT_BOOTSTRAP_SERVERS",
+    "DEFAULT_REGISTRY_URL",
+    "BrokerUnavailableError",
+    "CompatibilityResult",
+    "ConfigError",
+    "DeadLetter",
+    "DecodeError",
+    "DecodeReason",
+    "Delivery",
+    "DeliveryError",
+    "DeliveryFuture",
+    "EncodeError",
+    "IncompatibleSchemaError",
+    "KafkaError",
+    "PayKafkaError",
+    "PaymentEvent",
+    "PaymentMethod",
+    "PaymentProducer",
+    "PaymentSchema",
+    "PaymentTracker",
+    "RegisteredSchema",
+    "RegistryClient",
+    "RegistryError",
+    "RegistryIncompatibleError",
+    "RegistryUnavailableError",
+    "SchemaError",
+    "SchemaNotFoundError",
+    "SerdeError",
+    "Settings",
+    "StackError",
+    "SubjectNotFoundError",
+    "TrackedEvent",
+    "ValidationError",
+    "__version__",
+    "key_by_user",
+    "load_schema",
+]

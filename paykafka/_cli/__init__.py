@@ -1,0 +1,54 @@
+"""The ``paykafka`` command line.
+
+Each command group lives in its own module exposing ``register(subparsers)``; this module only
+wires them together, turns library errors into one-line messages with meaningful exit codes, and
+is the one place (with the examples) allowed to configure logging output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from paykafka._errors import PayKafkaError
+from paykafka._version import __version__
+
+from paykafka._cli import _dlq_cmd, _ops_cmd, _schema_cmd, _stack_cmd
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the full parser; separate from ``main`` so tests can inspect it."""
+    parser = argparse.ArgumentParser(
+        prog="paykafka",
+        description="Schema-governed Kafka for payment events.",
+    )
+    parser.add_argument("--version", action="version", version=f"paykafka {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (_stack_cmd, _schema_cmd, _ops_cmd, _dlq_cmd):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        code: int = args.func(args)
+    except PayKafkaError as exc:
+        print(f"paykafka: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+    return code

@@ -1,0 +1,64 @@
+"""What every CLI command shares: connection flags, settings, output as tables or JSON.
+
+Settings precedence is the library's: flags > ``PAYKAFKA_*`` environment > defaults. Commands
+print through :func:`emit` so ``--json`` works the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from paykafka._settings import Settings
+
+__all__ = ["add_connection_flags", "emit", "print_table", "settings_from_args"]
+
+
+def add_connection_flags(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
+    """Flags that override the ``PAYKAFKA_*`` settings for one command."""
+    group = parser.add_argument_group("connection (default: PAYKAFKA_* environment, then stack)")
+    group.add_argument("--bootstrap-servers", help="Kafka bootstrap servers")
+    group.add_argument("--registry-url", help="schema registry base URL")
+    group.add_argument("--topic", help="payments topic")
+    group.add_argument("--group", dest="group_id", help="consumer group")
+    if json_flag:
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from the environment with the command's flags on top."""
+    overrides = {
+        name: getattr(args, name, None)
+        for name in ("bootstrap_servers", "registry_url", "topic", "group_id")
+    }
+    return Settings.from_env(**overrides)
+
+
+def _default(obj: Any) -> Any:
+    return str(obj)
+
+
+def emit(args: argparse.Namespace, data: Any, human: str) -> None:
+    """Print ``data`` as JSON under ``--json``, else the human text."""
+    if getattr(args, "json", False):
+        print(json.dumps(data, default=_default, ensure_ascii=False))
+    else:
+        print(human)
+
+
+def print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """Render rows as an aligned text table (returned, for :func:`emit`)."""
+    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def fail(message: str, code: int = 1) -> int:
+    """Print a one-line error and return the exit code."""
+    print(f"paykafka: error: {message}", file=sys.stderr)
+    return code

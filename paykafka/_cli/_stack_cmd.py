@@ -1,0 +1,156 @@
+"""``paykafka stack up | down | status | logs``: the local Kafka + Schema Registry.
+
+Exit codes: 0 success (``up`` also when already up), 1 error (one line on stderr), and for
+``status`` 3 when the stack is not (fully) running, as ``systemctl status`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from paykafka._stack import Stack, StackConfig, StackStatus
+from paykafka._stack._config import MAX_BROKERS
+
+EXIT_NOT_RUNNING = 3
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``stack`` command group to the top-level parser's subparsers."""
+    stack = subparsers.add_parser(
+        "stack",
+        help="run a local Kafka broker and Schema Registry (no Docker)",
+        description=(
+            "Run Apache Kafka (KRaft) and Apicurio Registry (Confluent-compatible API) on "
+            "127.0.0.1, downloaded once from Maven Central."
+        ),
+    )
+    commands = stack.add_subparsers(dest="stack_command", metavar="ACTION", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--state-dir", type=Path, default=None,
+        help="pids, data and logs (env PAYKAFKA_STACK_DIR; default ~/.cache/paykafka/stack)",
+    )
+
+    up = commands.add_parser(
+        "up", parents=[common], help="start the stack (idempotent) and wait until it answers"
+    )
+    up.add_argument(
+        "--brokers", type=int, default=None, choices=range(1, MAX_BROKERS + 1),
+        metavar=f"{{1..{MAX_BROKERS}}}",
+        help="KRaft nodes; brokers listen on kafka-port, +1, +2... (default 1)",
+    )
+    up.add_argument(
+        "--kafka-port", type=int, default=None,
+        help="first broker port (env PAYKAFKA_STACK_KAFKA_PORT; default 9092)",
+    )
+    up.add_argument(
+        "--registry-port", type=int, default=None,
+        help="registry HTTP port (env PAYKAFKA_STACK_REGISTRY_PORT; default 8081)",
+    )
+    up.add_argument(
+        "--timeout", type=float, default=None,
+        help="seconds to wait for the broker and registry to answer (default 120)",
+    )
+    up.set_defaults(func=_up)
+
+    down = commands.add_parser("down", parents=[common], help="stop every JVM of the stack")
+    down.add_argument(
+        "--purge", action="store_true", help="also delete Kafka data and registered schemas"
+    )
+    down.add_argument(
+        "--timeout", type=float, default=30.0,
+        help="seconds to wait after SIGTERM before SIGKILL (default 30)",
+    )
+    down.set_defaults(func=_down)
+
+    status = commands.add_parser("status", parents=[common], help="what runs: pid, port, RSS")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=_status)
+
+    logs = commands.add_parser("logs", parents=[common], help="show the stack's log files")
+    logs.add_argument(
+        "target", nargs="?", default="all", choices=("kafka", "registry", "all"),
+        help="whose logs (default all)",
+    )
+    logs.add_argument("-n", "--lines", type=int, default=50, help="last N lines (default 50)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.set_defaults(func=_logs)
+
+
+def _stack(args: argparse.Namespace) -> Stack:
+    return Stack(StackConfig.from_env(
+        state_dir=args.state_dir,
+        brokers=getattr(args, "brokers", None),
+        kafka_port=getattr(args, "kafka_port", None),
+        registry_port=getattr(args, "registry_port", None),
+        start_timeout=getattr(args, "timeout", None) if args.stack_command == "up" else None,
+    ))
+
+
+def _up(args: argparse.Namespace) -> int:
+    stack = _stack(args)
+    started = stack.up()
+    status = stack.status()
+    if started:
+        print(f"paykafka stack is up ({', '.join(started)} started)")
+    else:
+        print("paykafka stack is already up")
+    print(f"  Kafka bootstrap servers: {status.bootstrap_servers}")
+    print(f"  Schema Registry URL:     {status.registry_url}")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    stack = _stack(args)
+    stopped = stack.down(timeout=args.timeout, purge=args.purge)
+    if stopped:
+        print(f"paykafka stack stopped ({', '.join(stopped)})")
+    else:
+        print("paykafka stack was not running")
+    if args.purge:
+        print(f"  data deleted from {stack.config.state_dir}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    status = _stack(args).status()
+    if args.json:
+        print(json.dumps(status.to_dict(), indent=2))
+    else:
+        _print_status(status)
+    return 0 if status.running else EXIT_NOT_RUNNING
+
+
+def _print_status(status: StackStatus) -> None:
+    print(f"state dir: {status.state_dir}")
+    for c in status.components:
+        if c.running:
+            rss = f"{c.rss_bytes / 2**20:.0f} MiB" if c.rss_bytes is not None else "?"
+            print(f"  {c.name:<9} running  pid {c.pid:<7} {c.endpoint:<40} RSS {rss}")
+        else:
+            print(f"  {c.name:<9} stopped")
+    if status.running:
+        print(f"bootstrap servers: {status.bootstrap_servers}")
+        print(f"registry URL:      {status.registry_url}")
+
+
+def _logs(args: argparse.Namespace) -> int:
+    stack = _stack(args)
+    files = stack.log_files(args.target)
+    if not files:
+        print(f"no {args.target} logs yet in {stack.config.state_dir / 'logs'}")
+        return 0
+    several = len(files) > 1
+    for path in files:
+        if several:
+            print(f"==> {path} <==")
+        for line in stack.tail(path, args.lines):
+            print(line)
+    if args.follow:
+        for path, line in stack.follow(files):
+            print(f"[{path.stem}] {line}" if several else line, flush=True)
+    return 0

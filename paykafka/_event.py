@@ -1,0 +1,199 @@
+"""``PaymentEvent``: the one typed view of a payment, mirroring ``schemas/payment.avsc``.
+
+Validation lives here, not in the serializer, so an invalid payment is refused where it is
+made (with the field named), and an event decoded from the wire has passed the same rules as
+one built in code. Money is a ``Decimal`` quantized to the currency's minor unit: ``249.99 PLN``
+reads back as ``Decimal("249.99")`` even though the wire carries scale 4.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import attrs
+
+from paykafka._currencies import MINOR_UNITS
+from paykafka._errors import ValidationError
+
+__all__ = ["PaymentEvent", "PaymentMethod"]
+
+# The schema's decimal(18, 4): at most 14 digits before the point.
+_MAX_AMOUNT = Decimal(10) ** 14
+_MAX_USER_LENGTH = 256
+
+
+class PaymentMethod(enum.StrEnum):
+    """How a payment was made: the symbols of the schema's ``PaymentMethod`` enum.
+
+    ``other`` is the enum's Avro default: a reader that does not know a newer method reads it
+    as ``other`` instead of failing.
+    """
+
+    CREDIT_CARD = "credit_card"
+    DEBIT_CARD = "debit_card"
+    BANK_TRANSFER = "bank_transfer"
+    BLIK = "blik"
+    PAYPAL = "paypal"
+    APPLE_PAY = "apple_pay"
+    GOOGLE_PAY = "google_pay"
+    CASH = "cash"
+    OTHER = "other"
+
+
+def _to_uuid(value: uuid.UUID | str) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise ValidationError("payment_id", f"{value!r} is not a UUID such as {uuid.uuid4()}")
+
+
+def _to_user(value: str) -> str:
+    if not isinstance(value, str):
+        raise ValidationError("user", f"must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise ValidationError("user", "must not be empty or blank")
+    if len(value) > _MAX_USER_LENGTH:
+        raise ValidationError("user", f"is {len(value)} characters; at most {_MAX_USER_LENGTH}")
+    return value
+
+
+def _to_decimal(value: Decimal | str | int) -> Decimal:
+    if isinstance(value, bool | float):
+        raise ValidationError(
+            "amount",
+            f"{value!r} is a {type(value).__name__}, and money is never a float: pass "
+            f"Decimal({str(value)!r}) or the string {str(value)!r}",
+        )
+    if isinstance(value, Decimal):
+        amount = value
+    elif isinstance(value, int | str):
+        try:
+            amount = Decimal(value)
+        except InvalidOperation:
+            raise ValidationError("amount", f"{value!r} is not a decimal number") from None
+    else:
+        raise ValidationError(
+            "amount", f"must be a Decimal, str or int, got {type(value).__name__}"
+        )
+    if not amount.is_finite():
+        raise ValidationError("amount", f"{value!r} is not a finite number")
+    return amount
+
+
+def _to_currency(value: str) -> str:
+    if not isinstance(value, str) or value not in MINOR_UNITS:
+        hint = ""
+        if isinstance(value, str) and value.upper() in MINOR_UNITS:
+            hint = f"; did you mean {value.upper()!r}?"
+        raise ValidationError(
+            "currency", f"{value!r} is not an ISO 4217 currency code (e.g. 'PLN', 'EUR'){hint}"
+        )
+    return value
+
+
+def _to_method(value: PaymentMethod | str) -> PaymentMethod:
+    try:
+        return PaymentMethod(value)
+    except ValueError:
+        known = ", ".join(m.value for m in PaymentMethod)
+        raise ValidationError("method", f"{value!r} is not a known method ({known})") from None
+
+
+def _to_timestamp(value: datetime) -> datetime:
+    if not isinstance(value, datetime):
+        raise ValidationError("timestamp", f"must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(
+            "timestamp",
+            f"{value.isoformat()} has no timezone; pass an aware datetime such as "
+            "datetime.now(timezone.utc)",
+        )
+    return value.astimezone(UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@attrs.frozen(kw_only=True)
+class PaymentEvent:
+    """One payment, valid by construction.
+
+    ``PaymentEvent(user="marek", amount=Decimal("249.99"), currency="PLN",
+    method="credit_card")`` fills ``payment_id`` and ``timestamp``. Invalid values raise
+    :class:`~paykafka.ValidationError` naming the field.
+    """
+
+    payment_id: uuid.UUID = attrs.field(factory=uuid.uuid4, converter=_to_uuid)
+    user: str = attrs.field(converter=_to_user)
+    amount: Decimal = attrs.field(converter=_to_decimal)
+    currency: str = attrs.field(converter=_to_currency)
+    method: PaymentMethod = attrs.field(converter=_to_method)
+    timestamp: datetime = attrs.field(factory=_now, converter=_to_timestamp)
+
+    def __attrs_post_init__(self) -> None:
+        # Amount rules depend on the currency, so they run once both fields are converted.
+        places = MINOR_UNITS[self.currency]
+        quantum = Decimal(1).scaleb(-places)
+        try:
+            exact = self.amount.quantize(quantum)
+        except InvalidOperation:
+            exact = None
+        if exact is None or exact != self.amount:
+            raise ValidationError(
+                "amount",
+                f"{self.amount} has more decimal places than {self.currency} allows ({places})",
+            )
+        if exact <= 0:
+            raise ValidationError("amount", f"{self.amount} must be greater than zero")
+        if exact >= _MAX_AMOUNT:
+            raise ValidationError("amount", f"{self.amount} exceeds the schema's 14 integer digits")
+        object.__setattr__(self, "amount", exact)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The Avro record for this event (what the serializer writes)."""
+        return {
+            "payment_id": str(self.payment_id),
+            "user": self.user,
+            "amount": self.amount,
+            "currency": self.currency,
+            "method": self.method.value,
+            "timestamp": self.timestamp,
+        }
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> PaymentEvent:
+        """Build an event from a decoded Avro record; fields the class does not know are ignored."""
+        try:
+            return cls(
+                payment_id=record["payment_id"],
+                user=record["user"],
+                amount=record["amount"],
+                currency=record["currency"],
+                method=record["method"],
+                timestamp=record["timestamp"],
+            )
+        except KeyError as exc:
+            raise ValidationError(str(exc.args[0]), "is missing from the record") from None
+
+    def to_json(self) -> str:
+        """The tutorial's JSON line: amount as an exact JSON number, timestamp in ISO 8601."""
+        head = json.dumps({"payment_id": str(self.payment_id), "user": self.user})[:-1]
+        tail = json.dumps(
+            {
+                "currency": self.currency,
+                "method": self.method.value,
+                "timestamp": self.timestamp.isoformat(),
+            }
+        )[1:]
+        return f'{head}, "amount": {self.amount:f}, {tail}'

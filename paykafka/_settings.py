@@ -1,0 +1,290 @@
+"""Settings: one frozen object for everything paykafka connects to.
+
+Built from keyword arguments (``Settings(topic="orders")``) or from the environment
+(``Settings.from_env()``), where each field has a ``PAYKAFKA_*`` variable named in its doc.
+Arguments win over the environment, the environment over the defaults. The defaults work
+against ``paykafka stack up`` and the project's ``docker-compose.yml`` with nothing set.
+
+librdkafka's dotted keys appear only in :meth:`Settings.producer_config` and
+:meth:`Settings.consumer_config`: nothing else in the library builds a Kafka config dict.
+Secrets are kept out of ``repr`` and never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import attrs
+
+from paykafka._errors import ConfigError
+
+__all__ = [
+    "DEFAULT_BOOTSTRAP_SERVERS",
+    "DEFAULT_REGISTRY_URL",
+    "CompatibilityLevel",
+    "Settings",
+]
+
+DEFAULT_BOOTSTRAP_SERVERS = "localhost:9092"
+DEFAULT_REGISTRY_URL = "http://localhost:8081/apis/ccompat/v7"
+
+CompatibilityLevel = Literal[
+    "BACKWARD",
+    "BACKWARD_TRANSITIVE",
+    "FORWARD",
+    "FORWARD_TRANSITIVE",
+    "FULL",
+    "FULL_TRANSITIVE",
+    "NONE",
+]
+_LEVELS: frozenset[str] = frozenset(CompatibilityLevel.__args__)  # type: ignore[attr-defined]
+
+_ENV_PREFIX = "PAYKAFKA_"
+_RDKAFKA_LOG = logging.getLogger("paykafka.librdkafka")
+_T = TypeVar("_T")
+
+# Keys the library owns: a passthrough option may not silently undo a delivery guarantee.
+_PROTECTED_PRODUCER_KEYS = frozenset({"enable.idempotence", "acks", "on_delivery"})
+_PROTECTED_CONSUMER_KEYS = frozenset({"enable.auto.commit", "enable.auto.offset.store"})
+
+
+def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+def _nonempty(_inst: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not value.strip():
+        raise ConfigError(f"{attribute.name} must not be empty")
+
+
+def _level(_inst: object, _attribute: attrs.Attribute[Any], value: str) -> None:
+    if value not in _LEVELS:
+        raise ConfigError(
+            f"compatibility must be one of {', '.join(sorted(_LEVELS))}, got {value!r}"
+        )
+
+
+def _registry_url(_inst: object, _attribute: attrs.Attribute[Any], value: str) -> None:
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"registry_url must start with http:// or https://, got {value!r} "
+            "(set PAYKAFKA_REGISTRY_URL)"
+        )
+
+
+def _strip_slash(value: str) -> str:
+    return str(value).rstrip("/")
+
+
+def _str_map(value: Mapping[str, Any] | None) -> Mapping[str, str]:
+    return {str(k): str(v) for k, v in (value or {}).items()}
+
+
+def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:
+    return None if value is None or value == "" else Path(value)
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Where paykafka connects and how.
+
+    Every field can come from a ``PAYKAFKA_<FIELD>`` environment variable (upper case); the
+    variable is named in each field's description below. ``kafka_options`` passes any other
+    librdkafka setting through unchanged (``PAYKAFKA_KAFKA_OPTIONS`` as a JSON object).
+    """
+
+    #: Kafka bootstrap servers, comma separated. ``PAYKAFKA_BOOTSTRAP_SERVERS``.
+    bootstrap_servers: str = attrs.field(default=DEFAULT_BOOTSTRAP_SERVERS, validator=_nonempty)
+    #: Base URL of the Confluent-compatible registry API. ``PAYKAFKA_REGISTRY_URL``.
+    registry_url: str = attrs.field(
+        default=DEFAULT_REGISTRY_URL,
+        converter=_strip_slash,
+        validator=_registry_url,
+    )
+    #: Registry basic-auth user. ``PAYKAFKA_REGISTRY_USERNAME``.
+    registry_username: str | None = None
+    #: Registry basic-auth password (never shown). ``PAYKAFKA_REGISTRY_PASSWORD``.
+    registry_password: str | None = attrs.field(default=None, repr=False)
+    #: Registry bearer token (never shown). ``PAYKAFKA_REGISTRY_TOKEN``.
+    registry_token: str | None = attrs.field(default=None, repr=False)
+    #: Seconds one registry HTTP call may take. ``PAYKAFKA_REGISTRY_TIMEOUT``.
+    registry_timeout: float = attrs.field(default=10.0, converter=float, validator=_positive)
+    #: Topic the payment events live on. ``PAYKAFKA_TOPIC``.
+    topic: str = attrs.field(default="payments", validator=_nonempty)
+    #: Consumer group of trackers. ``PAYKAFKA_GROUP_ID``.
+    group_id: str = attrs.field(default="payment-tracker", validator=_nonempty)
+    #: Register the schema when the producer starts; ``False`` for governed deployments
+    #: where only an already registered version may be used. ``PAYKAFKA_AUTO_REGISTER``.
+    auto_register: bool = True
+    #: Compatibility level set on the subject when paykafka first registers it.
+    #: ``PAYKAFKA_COMPATIBILITY``.
+    compatibility: str = attrs.field(default="FULL_TRANSITIVE", validator=_level)
+    #: Avro schema file to produce with and read into; the packaged contract when unset.
+    #: ``PAYKAFKA_SCHEMA_PATH``.
+    schema_path: Path | None = attrs.field(default=None, converter=_optional_path)
+    #: Dead-letter topic for records a tracker cannot decode or handle. ``PAYKAFKA_DLQ_TOPIC``.
+    dlq_topic: str = attrs.field(default="payments.dlq", validator=_nonempty)
+    #: Client id shown in broker logs and metrics. ``PAYKAFKA_CLIENT_ID``.
+    client_id: str = "paykafka"
+    #: ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``. ``PAYKAFKA_SECURITY_PROTOCOL``.
+    security_protocol: str | None = None
+    #: ``PLAIN``, ``SCRAM-SHA-256``, ``SCRAM-SHA-512``... ``PAYKAFKA_SASL_MECHANISM``.
+    sasl_mechanism: str | None = None
+    #: SASL user. ``PAYKAFKA_SASL_USERNAME``.
+    sasl_username: str | None = None
+    #: SASL password (never shown). ``PAYKAFKA_SASL_PASSWORD``.
+    sasl_password: str | None = attrs.field(default=None, repr=False)
+    #: CA bundle for TLS to the brokers. ``PAYKAFKA_SSL_CA_LOCATION``.
+    ssl_ca_location: str | None = None
+    #: Any other librdkafka settings, passed through (values never shown, they may hold
+    #: secrets). ``PAYKAFKA_KAFKA_OPTIONS`` (JSON object).
+    kafka_options: Mapping[str, str] = attrs.field(factory=dict, converter=_str_map, repr=False)
+
+    @property
+    def subject(self) -> str:
+        """The value subject, pinned to TopicNameStrategy: ``<topic>-value``."""
+        return f"{self.topic}-value"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``PAYKAFKA_*`` variables, with keyword ``overrides`` taking precedence.
+
+        Unknown ``PAYKAFKA_*`` variables are ignored (other tools share the prefix); values
+        that cannot be parsed raise :class:`ConfigError` naming the variable.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in attrs.fields(cls):
+            var = _ENV_PREFIX + field.name.upper()
+            if var not in env:
+                continue
+            raw = env[var]
+            parse = _ENV_PARSERS.get(field.name, _as_str)
+            try:
+                values[field.name] = parse(raw)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"{var}={_shown(field.name, raw)} is not valid: {exc}") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def _client_config(self) -> dict[str, Any]:
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            # librdkafka's own log lines go through logging, never straight to stderr.
+            "logger": _RDKAFKA_LOG,
+        }
+        optional = {
+            "security.protocol": self.security_protocol,
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password,
+            "ssl.ca.location": self.ssl_ca_location,
+        }
+        conf.update({k: v for k, v in optional.items() if v is not None})
+        return conf
+
+    def producer_config(self, **library: Any) -> dict[str, Any]:
+        """librdkafka producer config: safe defaults, then passthrough, then ``library`` keys.
+
+        Defaults: ``acks=all`` and idempotence so a retry never duplicates or reorders one
+        user's payments, and compression because payment records compress well.
+        """
+        conf = self._client_config()
+        conf.update(
+            {
+                "acks": "all",
+                "enable.idempotence": True,
+                "compression.type": "zstd",
+                "linger.ms": 5,
+            }
+        )
+        conf.update(self._passthrough(_PROTECTED_PRODUCER_KEYS))
+        conf.update(library)
+        return conf
+
+    def consumer_config(self, **library: Any) -> dict[str, Any]:
+        """librdkafka consumer config for at-least-once tracking.
+
+        Offsets are *stored* by paykafka only after an event was handled; librdkafka commits
+        what is stored in the background, on rebalance and on close. So a crash re-delivers
+        unhandled events instead of skipping them.
+        """
+        conf = self._client_config()
+        conf.update(
+            {
+                "group.id": self.group_id,
+                "enable.auto.commit": True,
+                "enable.auto.offset.store": False,
+                # A new group starts at the oldest event: for payments, missing the events
+                # written before the first tracker started is worse than reading them.
+                "auto.offset.reset": "earliest",
+            }
+        )
+        conf.update(self._passthrough(_PROTECTED_CONSUMER_KEYS))
+        conf.update(library)
+        return conf
+
+    def admin_config(self, **library: Any) -> dict[str, Any]:
+        """librdkafka admin-client config (connection and security only)."""
+        conf = self._client_config()
+        conf.update(self._passthrough(frozenset()))
+        conf.update(library)
+        return conf
+
+    def _passthrough(self, protected: frozenset[str]) -> dict[str, str]:
+        clash = protected & set(self.kafka_options)
+        if clash:
+            raise ConfigError(
+                f"kafka_options may not set {', '.join(sorted(clash))}: paykafka owns these to "
+                "keep its delivery guarantees; remove them from PAYKAFKA_KAFKA_OPTIONS"
+            )
+        return dict(self.kafka_options)
+
+
+_SECRET_FIELDS = frozenset(f.name for f in attrs.fields(Settings) if not f.repr)
+
+
+def _shown(name: str, raw: str) -> str:
+    return "<hidden>" if name in _SECRET_FIELDS else repr(raw)
+
+
+def _as_str(raw: str) -> str:
+    return raw
+
+
+def _as_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true/false, 1/0, yes/no or on/off")
+
+
+def _as_json_object(raw: str) -> dict[str, Any]:
+    value = json.loads(raw)
+    if not isinstance(value, dict):
+        raise TypeError('expected a JSON object such as {"ssl.key.location": "/path"}')
+    return value
+
+
+def _as_level(raw: str) -> str:
+    return raw.strip().upper()
+
+
+_ENV_PARSERS: dict[str, Callable[[str], Any]] = {
+    "auto_register": _as_bool,
+    "registry_timeout": float,
+    "kafka_options": _as_json_object,
+    "compatibility": _as_level,
+}

@@ -1,0 +1,418 @@
+"""``PaymentTracker``: typed events out of the payments topic, at least once.
+
+The delivery guarantee rests on one rule: an offset is stored (and later committed by
+librdkafka) only after its event was handled. Iterating acknowledges an event when the loop
+asks for the next one; ``run(handler)`` acknowledges after the handler returns. A crash
+between the two re-delivers the event instead of losing it.
+
+A record that can never become a ``PaymentEvent`` (not Confluent framing, unknown schema id,
+corrupt Avro, a schema that is not a payment, invalid values) goes to the dead-letter topic and
+tracking continues. A registry outage is not bad data: the record is retried with backoff, and
+ids already seen keep decoding from the cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from types import FrameType, TracebackType
+from typing import Any, Self
+
+import attrs
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaException,
+    TopicPartition,
+)
+from confluent_kafka import KafkaError as _RdKafkaError
+
+from paykafka._dlq import DeadLetterWriter
+from paykafka._errors import DecodeError, KafkaError, PayKafkaError
+from paykafka._event import PaymentEvent
+from paykafka._registry import RegistryClient
+from paykafka._schema import PaymentSchema, load_schema
+from paykafka._serde import EventDeserializer
+from paykafka._settings import Settings
+
+__all__ = ["PaymentTracker", "TrackedEvent"]
+
+log = logging.getLogger(__name__)
+
+_MAX_BACKOFF = 5.0
+
+
+@attrs.frozen
+class TrackedEvent:
+    """An event with where it was read from."""
+
+    event: PaymentEvent
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    schema_id: int
+    #: When the broker appended the record (UTC), if it says.
+    appended_at: datetime | None
+
+
+class PaymentTracker:
+    """Reads :class:`PaymentEvent`s from the payments topic; use it as a context manager.
+
+    ``from_beginning`` replays each partition from its first offset the first time it is
+    assigned, whatever the group committed before (the tutorial's ``--from-beginning``).
+    ``handler_retries`` and ``dead_letters`` govern :meth:`run`: a handler that raises is
+    retried with backoff, then its record is dead-lettered (or the error raised when
+    ``dead_letters`` is off).
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        registry: RegistryClient | None = None,
+        schema: PaymentSchema | None = None,
+        from_beginning: bool = False,
+        dead_letters: bool = True,
+        handler_retries: int = 3,
+        retry_backoff: float = 0.5,
+        kafka_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self._registry = registry
+        self._owns_registry = registry is None
+        self._schema = schema
+        self._from_beginning = from_beginning
+        self._dead_letters = dead_letters
+        self._handler_retries = handler_retries
+        self._retry_backoff = retry_backoff
+        self._overrides = dict(kafka_overrides or {})
+        self._consumer: Consumer | None = None
+        self._decode: EventDeserializer | None = None
+        self._dlq: DeadLetterWriter | None = None
+        self._unacked: Any = None
+        self._stop = threading.Event()
+        self._replayed: set[tuple[str, int]] = set()
+        self._assigned: set[tuple[str, int]] = set()
+        self._at_end: set[tuple[str, int]] = set()
+        self._handled = 0
+        self._dead_lettered = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Connect and subscribe; idempotent."""
+        if self._consumer is not None:
+            return self
+        schema = self._schema or load_schema(self.settings.schema_path)
+        if self._registry is None:
+            self._registry = RegistryClient(self.settings)
+        self._decode = EventDeserializer(schema, self._registry.schema_by_id)
+        conf = self.settings.consumer_config(
+            error_cb=self._on_error,
+            **{"enable.partition.eof": True},
+            **self._overrides,
+        )
+        if self._from_beginning:
+            conf["auto.offset.reset"] = "earliest"
+        self._consumer = Consumer(conf)
+        self._consumer.subscribe(
+            [self.settings.topic], on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
+        log.info(
+            "tracker subscribed to %s as group %s", self.settings.topic, self.settings.group_id
+        )
+        return self
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Commit what was handled and leave the group. The event in hand is not committed."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        self._unacked = None
+        try:
+            self._commit(consumer)
+        finally:
+            consumer.close()
+            if self._dlq is not None:
+                self._dlq.close()
+            if self._owns_registry and self._registry is not None:
+                self._registry.close()
+                self._registry = None
+
+    def stop(self) -> None:
+        """Ask a running loop to stop after the current event (thread- and signal-safe)."""
+        self._stop.set()
+
+    @property
+    def handled(self) -> int:
+        """Events handled (acknowledged) so far."""
+        return self._handled
+
+    @property
+    def dead_lettered(self) -> int:
+        """Records sent to the dead-letter topic so far."""
+        return self._dead_lettered
+
+    def commit(self) -> None:
+        """Commit the offsets of handled events now (normally done in the background)."""
+        self._commit(self._started())
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def poll(self, timeout: float = 1.0) -> TrackedEvent | None:
+        """The next event, or ``None`` if none came within ``timeout``.
+
+        Asking for the next event acknowledges the previous one.
+        """
+        self.ack()
+        deadline = time.monotonic() + timeout
+        consumer = self._started()
+        backoff = self._retry_backoff
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            msg = consumer.poll(min(left, 0.5))
+            if msg is None:
+                continue
+            if msg.error() is not None:
+                self._on_message_error(msg)
+                continue
+            try:
+                schema_id, event = self._decoder().decode(msg.value())
+            except DecodeError as exc:
+                if exc.retriable:
+                    self._retry_later(consumer, msg, exc, backoff)
+                    backoff = min(backoff * 2, _MAX_BACKOFF)
+                    continue
+                self._dead_letter(msg, exc.reason.value, str(exc), exc.schema_id, exc)
+                continue
+            self._unacked = msg
+            key = msg.key()
+            ts_type, ts = msg.timestamp()
+            return TrackedEvent(
+                event=event,
+                topic=msg.topic() or self.settings.topic,
+                partition=msg.partition() or 0,
+                offset=msg.offset() or 0,
+                key=key.decode("utf-8", "replace") if key is not None else None,
+                schema_id=schema_id,
+                appended_at=datetime.fromtimestamp(ts / 1000, UTC) if ts_type and ts > 0 else None,
+            )
+        return None
+
+    def ack(self) -> None:
+        """Mark the event last returned by :meth:`poll` as handled."""
+        msg, self._unacked = self._unacked, None
+        if msg is not None and self._consumer is not None:
+            self._consumer.store_offsets(message=msg)
+            self._handled += 1
+
+    def records(
+        self,
+        *,
+        max_records: int | None = None,
+        idle_timeout: float | None = None,
+        stop_at_end: bool = False,
+    ) -> Iterator[TrackedEvent]:
+        """Events with their position, until :meth:`stop`, ``max_records``, ``idle_timeout``
+        seconds without one, or (``stop_at_end``) every assigned partition read to its end."""
+        count = 0
+        idle_since = time.monotonic()
+        while not self._stop.is_set():
+            if max_records is not None and count >= max_records:
+                break
+            record = self.poll(0.5)
+            if record is None:
+                if stop_at_end and self._assigned and self._assigned <= self._at_end:
+                    break
+                if idle_timeout is not None and time.monotonic() - idle_since >= idle_timeout:
+                    break
+                continue
+            idle_since = time.monotonic()
+            count += 1
+            yield record
+        self.ack()
+
+    def __iter__(self) -> Iterator[PaymentEvent]:
+        """Events forever (until :meth:`stop` or a signal); each is acknowledged when the
+        loop asks for the next one."""
+        for record in self.records():
+            yield record.event
+
+    def run(
+        self,
+        handler: Callable[[PaymentEvent], object],
+        *,
+        max_events: int | None = None,
+        idle_timeout: float | None = None,
+        stop_at_end: bool = False,
+        handle_signals: bool = True,
+    ) -> int:
+        """Call ``handler`` for each event until stopped; returns how many were handled.
+
+        SIGINT and SIGTERM stop the loop cleanly after the current event (when called from
+        the main thread), committing everything handled.
+        """
+        restore = self._install_signals() if handle_signals else None
+        handled = 0
+        try:
+            for record in self.records(
+                max_records=max_events, idle_timeout=idle_timeout, stop_at_end=stop_at_end
+            ):
+                self._handle(handler, record)
+                self.ack()
+                handled += 1
+        finally:
+            if restore is not None:
+                restore()
+        return handled
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _handle(self, handler: Callable[[PaymentEvent], object], record: TrackedEvent) -> None:
+        delay = self._retry_backoff
+        for attempt in range(1, self._handler_retries + 2):
+            try:
+                handler(record.event)
+            except Exception as exc:
+                if attempt <= self._handler_retries and not self._stop.is_set():
+                    log.warning(
+                        "handler failed on %s[%d]@%d (attempt %d): %r; retrying in %.1fs",
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        attempt,
+                        exc,
+                        delay,
+                    )
+                    self._stop.wait(delay)
+                    delay = min(delay * 2, _MAX_BACKOFF)
+                    continue
+                if not self._dead_letters:
+                    raise
+                msg, self._unacked = self._unacked, None
+                self._dead_letter(
+                    msg,
+                    "handler_failed",
+                    f"{type(exc).__name__}: {exc}",
+                    record.schema_id,
+                    exc,
+                    attempts=attempt,
+                )
+                return
+            return
+
+    def _dead_letter(
+        self,
+        msg: Any,
+        reason: str,
+        message: str,
+        schema_id: int | None,
+        cause: BaseException,
+        *,
+        attempts: int = 1,
+    ) -> None:
+        if not self._dead_letters:
+            raise cause
+        if self._dlq is None:
+            self._dlq = DeadLetterWriter(self.settings)
+        self._dlq.write(msg, reason=reason, message=message, schema_id=schema_id, attempts=attempts)
+        self._dead_lettered += 1
+        if self._consumer is not None:
+            self._consumer.store_offsets(message=msg)
+
+    def _retry_later(self, consumer: Consumer, msg: Any, exc: DecodeError, delay: float) -> None:
+        log.warning(
+            "cannot decode %s[%d]@%d yet (%s); retrying in %.1fs, the record is kept",
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+            exc,
+            delay,
+        )
+        consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
+        self._stop.wait(delay)
+
+    def _on_message_error(self, msg: Any) -> None:
+        err = msg.error()
+        code = err.code()
+        tp = (msg.topic(), msg.partition())
+        if code == _RdKafkaError._PARTITION_EOF:
+            self._at_end.add(tp)
+            return
+        if err.fatal():
+            raise KafkaError(f"fatal consumer error: {err.str()}", code=err.name())
+        log.warning("consumer: %s", err.str(), extra={"code": err.name()})
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            self._assigned.add(key)
+            if self._from_beginning and key not in self._replayed:
+                tp.offset = OFFSET_BEGINNING
+                self._replayed.add(key)
+        consumer.assign(partitions)
+        log.info("assigned %s", [f"{tp.topic}[{tp.partition}]" for tp in partitions])
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._unacked = None
+        for tp in partitions:
+            self._assigned.discard((tp.topic, tp.partition))
+            self._at_end.discard((tp.topic, tp.partition))
+        self._commit(consumer)
+
+    def _commit(self, consumer: Consumer) -> None:
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.code() != _RdKafkaError._NO_OFFSET:
+                log.warning("commit failed: %s", err.str())
+
+    def _on_error(self, err: Any) -> None:
+        log.warning("consumer: %s", err.str())
+
+    def _install_signals(self) -> Callable[[], None] | None:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal %d: stopping after the current event", signum)
+            self.stop()
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def restore() -> None:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+        return restore
+
+    def _started(self) -> Consumer:
+        if self._consumer is None:
+            raise PayKafkaError(
+                "the tracker is not started: use `with PaymentTracker() as tracker:` or call "
+                "start() first"
+            )
+        return self._consumer
+
+    def _decoder(self) -> EventDeserializer:
+        assert self._decode is not None
+        return self._decode

@@ -1,0 +1,105 @@
+"""The contract: schemas/payment.avsc, the packaged copy, and PaymentEvent in step."""
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import attrs
+import pytest
+
+from paykafka import PaymentEvent, PaymentMethod, SchemaError, load_schema
+from paykafka._schema import default_schema_path, parse_schema_text
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_default_schema_is_the_repository_file() -> None:
+    """In a checkout the library reads the file users edit, not a stale copy."""
+    assert default_schema_path() == ROOT / "schemas" / "payment.avsc"
+
+
+def test_class_and_schema_agree_field_by_field() -> None:
+    """PaymentEvent has exactly the schema's fields, in the same order."""
+    schema = load_schema()
+    assert tuple(f.name for f in attrs.fields(PaymentEvent)) == schema.field_names
+
+
+def test_field_types_match_the_contract() -> None:
+    """Each field's Avro type is the one PaymentEvent's converter expects."""
+    schema = load_schema()
+    assert schema.field("payment_id")["type"] == {"type": "string", "logicalType": "uuid"}
+    assert schema.field("user")["type"] == "string"
+    amount = schema.field("amount")["type"]
+    assert (amount["type"], amount["logicalType"], amount["scale"]) == ("bytes", "decimal", 4)
+    assert schema.field("currency")["type"] == "string"
+    assert schema.field("timestamp")["type"] == {"type": "long", "logicalType": "timestamp-micros"}
+
+
+def test_method_enum_matches_payment_method() -> None:
+    """The schema's enum symbols and PaymentMethod are the same list, with a default."""
+    schema = load_schema()
+    assert schema.method_symbols == tuple(m.value for m in PaymentMethod)
+    assert schema.field("method")["type"]["default"] in schema.method_symbols
+
+
+def test_every_field_is_documented() -> None:
+    """The contract documents each field for the teams that read it."""
+    raw = json.loads(load_schema().text)
+    assert raw["doc"]
+    assert all(f.get("doc") for f in raw["fields"])
+
+
+def test_invalid_schema_text_is_a_schema_error() -> None:
+    """Broken JSON, a non-record, or a missing field gives SchemaError saying which."""
+    with pytest.raises(SchemaError, match="not valid JSON"):
+        parse_schema_text("{", "x.avsc")
+    with pytest.raises(SchemaError, match="record"):
+        parse_schema_text('"string"', "x.avsc")
+    with pytest.raises(SchemaError, match="lacks field"):
+        parse_schema_text(
+            '{"type":"record","name":"P","fields":[{"name":"user","type":"string"}]}', "x.avsc"
+        )
+
+
+def test_missing_schema_file_says_where_to_look(tmp_path: Path) -> None:
+    """A wrong schema_path names the path and the setting to fix."""
+    with pytest.raises(SchemaError, match="PAYKAFKA_SCHEMA_PATH"):
+        load_schema(tmp_path / "nope.avsc")
+
+
+def test_wheel_ships_and_finds_the_schema(tmp_path: Path) -> None:
+    """A built wheel carries payment.avsc and the library finds it when run from the wheel."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    wheel = next(tmp_path.glob("paykafka-*.whl"))
+    with zipfile.ZipFile(wheel) as zf:
+        packaged = zf.read("paykafka/_schemas/payment.avsc").decode()
+    assert packaged == (ROOT / "schemas" / "payment.avsc").read_text()
+    unpacked = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(unpacked)
+    out = subprocess.run(
+        [sys.executable, "-c", "import paykafka._schema as s; print(s.default_schema_path())"],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(unpacked), "PATH": "/usr/bin:/bin"},
+    )
+    assert out.stdout.strip() == str(unpacked / "paykafka" / "_schemas" / "payment.avsc")
