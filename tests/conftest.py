@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import attrs
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from paykafka import RegistryClient, RegistryUnavailableError, Settings
 

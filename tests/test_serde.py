@@ -42,6 +42,7 @@ def test_body_is_plain_avro_readable_by_fastavro() -> None:
     """After the header, the body is the event in Avro, readable with the schema alone."""
     data = EventSerializer(SCHEMA, 7)(EVENT)
     record = fastavro.schemaless_reader(io.BytesIO(data[5:]), SCHEMA.parsed, None)
+    assert isinstance(record, dict)
     assert record["user"] == "marek"
     assert record["amount"] == Decimal("249.99")
     assert record["method"] == "blik"

@@ -12,10 +12,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from paykafka._cli import _dlq_cmd, _ops_cmd, _schema_cmd, _stack_cmd
 from paykafka._errors import PayKafkaError
 from paykafka._version import __version__
-
-from paykafka._cli import _dlq_cmd, _ops_cmd, _schema_cmd, _stack_cmd
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -44,6 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # librdkafka logs a line per connection retry: off the terminal unless -v (warnings) or
+    # -vv (all); restored afterwards so calling main() in-process leaves logging as it was.
+    rdkafka = logging.getLogger("paykafka.librdkafka")
+    previous = rdkafka.level
+    rdkafka.setLevel({0: logging.CRITICAL + 1, 1: logging.WARNING}.get(args.verbose, level))
     try:
         code: int = args.func(args)
     except PayKafkaError as exc:
@@ -51,4 +55,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    finally:
+        rdkafka.setLevel(previous)
     return code

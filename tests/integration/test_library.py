@@ -84,7 +84,9 @@ def test_subject_and_id_are_visible_in_the_registry(topic_settings: Settings) ->
     latest = httpx.get(f"{base}/subjects/{topic_settings.subject}/versions/latest").json()
     assert latest["id"] == schema_id
     by_id = httpx.get(f"{base}/schemas/ids/{schema_id}").json()
-    assert fastavro.parse_schema(json.loads(by_id["schema"]))["name"] == "io.paykafka.Payment"
+    parsed = fastavro.parse_schema(json.loads(by_id["schema"]))
+    assert isinstance(parsed, dict)
+    assert parsed["name"] == "io.paykafka.Payment"
     level = httpx.get(f"{base}/config/{topic_settings.subject}").json()
     assert level["compatibilityLevel"] == "FULL_TRANSITIVE"
     consumer = Consumer(
@@ -94,7 +96,9 @@ def test_subject_and_id_are_visible_in_the_registry(topic_settings: Settings) ->
     msg = consumer.poll(15)
     consumer.close()
     assert msg is not None
-    assert msg.value()[:5] == frame_header(schema_id)
+    value = msg.value()
+    assert value is not None
+    assert value[:5] == frame_header(schema_id)
 
 
 def test_stock_deserializer_reads_paykafka_events(topic_settings: Settings) -> None:
@@ -107,14 +111,14 @@ def test_stock_deserializer_reads_paykafka_events(topic_settings: Settings) -> N
     deserialize = AvroDeserializer(registry)
     consumer = Consumer(topic_settings.consumer_config(**{"group.id": "stock-reader"}))
     consumer.subscribe([topic_settings.topic])
-    decoded = []
+    decoded: list[dict[str, object]] = []
     for _ in range(60):
         msg = consumer.poll(1)
         if msg is None or msg.error():
             if len(decoded) == len(sent):
                 break
             continue
-        ctx = SerializationContext(msg.topic(), MessageField.VALUE)
+        ctx = SerializationContext(topic_settings.topic, MessageField.VALUE)
         decoded.append(deserialize(msg.value(), ctx))
     consumer.close()
     assert {str(d["payment_id"]) for d in decoded} == {str(e.payment_id) for e in sent}

@@ -1,0 +1,58 @@
+"""Type-checked by mypy --strict, never run: the public API's types are what users get.
+
+If a signature change would break typed user code, this file stops type-checking.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import assert_type
+
+import paykafka
+
+
+def check_event() -> None:
+    event = paykafka.PaymentEvent(
+        user="marek", amount=Decimal("249.99"), currency="PLN", method="credit_card"
+    )
+    assert_type(event.payment_id, uuid.UUID)
+    assert_type(event.amount, Decimal)
+    assert_type(event.method, paykafka.PaymentMethod)
+    assert_type(event.timestamp, datetime)
+    assert_type(event.to_json(), str)
+    assert_type(paykafka.PaymentEvent.from_dict(event.to_dict()), paykafka.PaymentEvent)
+
+
+def check_producer(settings: paykafka.Settings) -> None:
+    with paykafka.PaymentProducer(settings) as producer:
+        assert_type(producer, paykafka.PaymentProducer)
+        event = paykafka.PaymentEvent(user="a", amount="1.00", currency="EUR", method="blik")
+        future = producer.send(event)
+        assert_type(future, paykafka.DeliveryFuture)
+        delivery = future.result(timeout=5)
+        assert_type(delivery, paykafka.Delivery)
+        assert_type(delivery.offset, int)
+        assert_type(producer.schema_id, int)
+
+
+def check_tracker(settings: paykafka.Settings) -> None:
+    with paykafka.PaymentTracker(settings, from_beginning=True) as tracker:
+        for event in tracker:
+            assert_type(event, paykafka.PaymentEvent)
+        for record in tracker.records(max_records=1):
+            assert_type(record, paykafka.TrackedEvent)
+            assert_type(record.partition, int)
+        assert_type(tracker.run(print, max_events=1), int)
+
+
+def check_errors() -> None:
+    try:
+        paykafka.Settings.from_env()
+    except paykafka.DeliveryError as exc:
+        assert_type(exc.undelivered, tuple[tuple[paykafka.PaymentEvent, str], ...])
+    except paykafka.RegistryError as exc:
+        assert_type(exc.status, int | None)
+    except paykafka.PayKafkaError as exc:
+        assert_type(exc.retriable, bool)
