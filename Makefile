@@ -18,7 +18,7 @@ demo: $(STAMP)
 # The whole suite: lint, types, unit and integration tests on the real stack.
 # A stack that was already running is left running; one started here is stopped, even on failure.
 test: $(STAMP)
-	@if $(PAYKAFKA) stack status --quiet; then started=; else \
+	@if $(PAYKAFKA) stack status >/dev/null 2>&1; then started=; else \
 		$(PAYKAFKA) stack up || exit 1; started=1; fi; \
 	trap 'if [ -n "$$started" ]; then $(PAYKAFKA) stack down; fi' EXIT; \
 	$(MAKE) --no-print-directory check

@@ -142,7 +142,8 @@ def _logs(args: argparse.Namespace) -> int:
     stack = _stack(args)
     files = stack.log_files(args.target)
     if not files:
-        print(f"no {args.target} logs yet in {stack.config.state_dir / 'logs'}")
+        whose = "" if args.target == "all" else f"{args.target} "
+        print(f"no {whose}logs yet in {stack.config.state_dir / 'logs'}")
         return 0
     several = len(files) > 1
     for path in files:

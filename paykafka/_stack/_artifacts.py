@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -27,6 +28,7 @@ from ._versions import (
     KAFKA_COORDINATES,
     KAFKA_VERSION,
     LOG4J_SLF4J_COORDINATES,
+    MAVEN_DEPENDENCY_PLUGIN,
 )
 
 __all__ = ["ensure_apicurio", "ensure_kafka"]
@@ -34,7 +36,9 @@ __all__ = ["ensure_apicurio", "ensure_kafka"]
 log = logging.getLogger(__name__)
 
 _MAVEN_TIMEOUT = 900.0
-_MAVEN_NOISE = ("-e switch", "-X switch", "Re-run Maven", "For more information", "[Help 1]")
+_MAVEN_NOISE = ("To see the full stack trace", "Re-run Maven", "For more information", "[Help")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_GOAL_PREFIX = re.compile(r"^Failed to execute goal \S+ \([^)]*\) on project [^:]+: ")
 
 
 def ensure_kafka(cache_dir: Path) -> Path:
@@ -54,7 +58,7 @@ def ensure_kafka(cache_dir: Path) -> Path:
         log.info("resolving %s and its runtime dependencies with Maven", KAFKA_COORDINATES)
         _maven(
             KAFKA_COORDINATES,
-            "-f", str(pom), "dependency:copy-dependencies",
+            "-f", str(pom), f"{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies",
             "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
         )
         if not any(staging.glob("kafka_*.jar")):
@@ -77,7 +81,7 @@ def ensure_apicurio(cache_dir: Path) -> Path:
         log.info("downloading %s with Maven", APICURIO_COORDINATES)
         _maven(
             APICURIO_COORDINATES,
-            "dependency:copy", f"-Dartifact={APICURIO_COORDINATES}",
+            f"{MAVEN_DEPENDENCY_PLUGIN}:copy", f"-Dartifact={APICURIO_COORDINATES}",
             f"-DoutputDirectory={downloads}",
         )
         archives = sorted(downloads.glob(f"apicurio-registry-app-{APICURIO_VERSION}*.tar.gz"))
@@ -140,17 +144,22 @@ def _maven(what: str, *args: str) -> None:
 
 
 def _last_maven_error(output: str) -> str:
-    """The last ``[ERROR]`` line that says something, not Maven's "re-run with -X" footer."""
+    """Maven's own summary of what failed, without its "re-run with -X" footer."""
     errors = [
-        line.removeprefix("[ERROR]").strip()
-        for line in output.splitlines()
+        line.removeprefix("[ERROR]").removesuffix("-> [Help 1]").strip()
+        for line in _ANSI.sub("", output).splitlines()
         if line.startswith("[ERROR]")
     ]
-    meaningful = [e for e in errors if e and not any(n in e for n in _MAVEN_NOISE)]
-    if meaningful:
-        return meaningful[-1]
-    tail = [line for line in output.splitlines() if line.strip()]
-    return tail[-1] if tail else "no output"
+    meaningful = [e for e in errors if e and not e.startswith(_MAVEN_NOISE)]
+    goal = [e for e in meaningful if _GOAL_PREFIX.match(e)]
+    if goal:
+        text = _GOAL_PREFIX.sub("", goal[-1])
+    elif meaningful:
+        text = meaningful[-1]
+    else:
+        tail = [line for line in _ANSI.sub("", output).splitlines() if line.strip()]
+        text = tail[-1] if tail else "no output"
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 @contextlib.contextmanager

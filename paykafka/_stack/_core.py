@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -142,7 +143,14 @@ class Stack:
         """What runs now; reads the recorded layout, so it works without the ``up`` options."""
         records = {r.name: r for r in self._records()}
         layout = self._saved_layout()
-        config = attrs.evolve(self.config, **layout) if layout else self.config
+        config = self.config
+        if layout:
+            config = attrs.evolve(
+                config,
+                brokers=layout["brokers"],
+                kafka_port=layout["kafka_port"],
+                registry_port=layout["registry_port"],
+            )
         names = [f"kafka-{n}" for n in config.node_ids] + [REGISTRY]
         names += sorted(set(records) - set(names))
         components = []
@@ -193,12 +201,7 @@ class Stack:
 
     def kill_node(self, node_id: int) -> None:
         """SIGKILL a broker: a crash, with no controlled shutdown and no flush."""
-        name = self._node_name(node_id)
-        with self._locked():
-            record = self._record(name)
-            if record is not None and _process.send_signal(record, signal.SIGKILL):
-                _process.wait_gone(record, 10.0)
-            self._record_path(name).unlink(missing_ok=True)
+        self._kill(self._node_name(node_id))
 
     def pause_node(self, node_id: int) -> None:
         """SIGSTOP a broker: alive to the kernel, silent to the cluster (a hung JVM)."""
@@ -217,6 +220,10 @@ class Stack:
     def stop_registry(self, *, timeout: float = 30.0) -> None:
         self._stop(REGISTRY, timeout)
 
+    def kill_registry(self) -> None:
+        """SIGKILL the registry; its H2 database keeps what was committed."""
+        self._kill(REGISTRY)
+
     def start_registry(self, *, wait: bool = True) -> None:
         with self._locked():
             if not self._is_running(REGISTRY):
@@ -226,9 +233,16 @@ class Stack:
 
     def _start(self, names: Sequence[str], *, wait: bool = True) -> None:
         nodes = [_node_number(n) for n in names if n != REGISTRY]
-        kafka_java = find_java(KAFKA_MIN_JAVA, purpose=f"Kafka {KAFKA_VERSION}") if nodes else None
+        java_home = self.config.java_home
+        kafka_java = (
+            find_java(KAFKA_MIN_JAVA, purpose=f"Kafka {KAFKA_VERSION}", java_home=java_home)
+            if nodes else None
+        )
         registry_java = (
-            find_java(APICURIO_MIN_JAVA, purpose=f"Apicurio Registry {APICURIO_VERSION}")
+            find_java(
+                APICURIO_MIN_JAVA, purpose=f"Apicurio Registry {APICURIO_VERSION}",
+                java_home=java_home,
+            )
             if REGISTRY in names else None
         )
         self._check_ports(names)
@@ -267,6 +281,7 @@ class Stack:
     def _spawn(
         self, name: str, argv: list[str], output: Path, ports: tuple[int, int]
     ) -> ProcessRecord:
+        # JAVA_TOOL_OPTIONS / _JAVA_OPTIONS would silently override our heap and GC flags.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("JAVA_TOOL", "_JAVA"))}
         record = _process.spawn(
             name, argv, cwd=self.config.state_dir, output=output, env=env, ports=ports
@@ -277,22 +292,16 @@ class Stack:
     def _wait_ready(self, started: Sequence[ProcessRecord], deadline: float) -> None:
         """Poll until Kafka lists every broker and the registry answers, or raise."""
         checks: list[tuple[str, Callable[[], bool]]] = []
-        node_ids = [n for n in self.config.node_ids if self._is_running(f"kafka-{n}")]
-        if node_ids:
-            bootstrap = ",".join(f"localhost:{self.config.broker_port(n)}" for n in node_ids)
-
-            def kafka_ready() -> bool:
-                if not any(_kafka.port_accepts(self.config.broker_port(n)) for n in node_ids):
-                    return False
-                seen = _kafka.broker_ids_in_metadata(bootstrap, timeout=2.0)
-                return seen is not None and set(node_ids) <= seen
-
-            checks.append((f"Kafka at {bootstrap}", kafka_ready))
+        for node_id in self.config.node_ids:
+            if self._is_running(f"kafka-{node_id}"):
+                port = self.config.broker_port(node_id)
+                checks.append((f"Kafka node {node_id} at localhost:{port}",
+                               functools.partial(_kafka.node_ready, node_id, port)))
         if self._is_running(REGISTRY):
             port = self.config.registry_port
             checks.append((
                 f"the registry at {self.config.registry_url}",
-                lambda: _registry.registry_answers(port),
+                functools.partial(_registry.registry_answers, port),
             ))
         pending = list(checks)
         while pending:
@@ -412,6 +421,13 @@ class Stack:
             record = self._record(name)
             if record is not None:
                 _process.terminate(record, timeout=timeout)
+            self._record_path(name).unlink(missing_ok=True)
+
+    def _kill(self, name: str) -> None:
+        with self._locked():
+            record = self._record(name)
+            if record is not None and _process.send_signal(record, signal.SIGKILL):
+                _process.wait_gone(record, 10.0)
             self._record_path(name).unlink(missing_ok=True)
 
     def _signal(self, name: str, sig: signal.Signals) -> None:

@@ -3,7 +3,8 @@
 Machines often carry several JDKs (a distribution OpenJDK as ``java`` on ``PATH`` and a newer
 Temurin beside it), and Apicurio needs a newer one than the default. So we look everywhere a JDK
 usually lives and pick, in order: ``PAYKAFKA_JAVA_HOME`` (only it, when set: an explicit choice
-must not be second-guessed), then ``JAVA_HOME`` if it is new enough, then the newest JDK found.
+must not be second-guessed), then ``JAVA_HOME`` if it is new enough, then the newest JDK found
+(``java`` on ``PATH`` and every JDK under ``/usr/lib/jvm`` and its usual siblings).
 """
 
 from __future__ import annotations
@@ -13,18 +14,18 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import attrs
 
 from paykafka._errors import StackError
 
-__all__ = ["JavaRuntime", "find_java"]
+__all__ = ["JVM_ROOTS", "JavaRuntime", "find_java"]
 
 log = logging.getLogger(__name__)
 
-_JVM_ROOTS = (Path("/usr/lib/jvm"), Path("/usr/local/lib/jvm"), Path("/opt/java"))
+JVM_ROOTS = (Path("/usr/lib/jvm"), Path("/usr/local/lib/jvm"), Path("/opt/java"))
 _RELEASE_VERSION = re.compile(r'^JAVA_VERSION="([^"]+)"', re.MULTILINE)
 _SPEC_VERSION = re.compile(r"java\.specification\.version = (\S+)")
 
@@ -45,19 +46,39 @@ class JavaRuntime:
     def describe(self) -> str:
         return f"Java {self.version} at {self.home} ({self.origin})"
 
+    def quiet_flags(self) -> list[str]:
+        """Flags that keep newer JVMs from warning about what Kafka's libraries do on purpose.
 
-def find_java(minimum: int, *, purpose: str, environ: Mapping[str, str] | None = None) -> JavaRuntime:
+        zstd-jni loads a native library and Kafka unmaps buffers through ``sun.misc.Unsafe``;
+        JDK 24+ prints a warning for each. ``--sun-misc-unsafe-memory-access`` only exists from
+        JDK 23 on, and an older JVM refuses to start with an option it does not know.
+        """
+        flags = ["--enable-native-access=ALL-UNNAMED"]
+        if self.version >= 23:
+            flags.append("--sun-misc-unsafe-memory-access=allow")
+        return flags
+
+
+def find_java(
+    minimum: int,
+    *,
+    purpose: str,
+    java_home: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    roots: Sequence[Path] = JVM_ROOTS,
+) -> JavaRuntime:
     """The runtime to use for something that needs Java ``minimum`` or newer.
 
-    Raises :class:`StackError` naming every runtime found when none qualifies.
+    ``java_home`` is an explicit choice (``PAYKAFKA_JAVA_HOME``) and the only one considered
+    when given; otherwise ``JAVA_HOME`` and ``PATH`` from ``environ`` and every JDK under
+    ``roots`` are. Raises :class:`StackError` naming what was found when nothing qualifies.
     """
     env = os.environ if environ is None else environ
-    explicit = env.get("PAYKAFKA_JAVA_HOME")
-    if explicit:
-        runtime = _probe(Path(explicit), "PAYKAFKA_JAVA_HOME")
+    if java_home is not None:
+        runtime = _probe(java_home, "PAYKAFKA_JAVA_HOME")
         if runtime is None:
             raise StackError(
-                f"PAYKAFKA_JAVA_HOME={explicit} has no working bin/java; point it at a JDK "
+                f"PAYKAFKA_JAVA_HOME={java_home} has no working bin/java; point it at a JDK "
                 f">= {minimum} or unset it"
             )
         if runtime.version < minimum:
@@ -67,15 +88,15 @@ def find_java(minimum: int, *, purpose: str, environ: Mapping[str, str] | None =
             )
         return runtime
 
-    found = _discover(env)
+    found = _discover(env, roots)
     if not found:
         raise StackError(
             "no Java found (looked at PAYKAFKA_JAVA_HOME, JAVA_HOME, java on PATH and "
-            f"{', '.join(str(r) for r in _JVM_ROOTS)}); install a JDK >= {minimum}"
+            f"{', '.join(str(r) for r in roots)}); install a JDK >= {minimum}"
         )
-    java_home = next((r for r in found if r.origin == "JAVA_HOME"), None)
-    if java_home is not None and java_home.version >= minimum:
-        return java_home
+    from_env = next((r for r in found if r.origin == "JAVA_HOME"), None)
+    if from_env is not None and from_env.version >= minimum:
+        return from_env
     suitable = [r for r in found if r.version >= minimum]
     if not suitable:
         seen = "; ".join(r.describe() for r in found)
@@ -84,15 +105,15 @@ def find_java(minimum: int, *, purpose: str, environ: Mapping[str, str] | None =
             "or set PAYKAFKA_JAVA_HOME to one"
         )
     best = max(suitable, key=lambda r: r.version)
-    if java_home is not None:
+    if from_env is not None:
         log.info(
-            "JAVA_HOME is Java %d, too old for %s; using %s", java_home.version, purpose,
+            "JAVA_HOME is Java %d, too old for %s; using %s", from_env.version, purpose,
             best.describe(),
         )
     return best
 
 
-def _discover(env: Mapping[str, str]) -> list[JavaRuntime]:
+def _discover(env: Mapping[str, str], roots: Sequence[Path]) -> list[JavaRuntime]:
     """Every distinct runtime we can see, first-found origin kept per home."""
     candidates: list[tuple[Path, str]] = []
     if env.get("JAVA_HOME"):
@@ -100,7 +121,7 @@ def _discover(env: Mapping[str, str]) -> list[JavaRuntime]:
     on_path = shutil.which("java", path=env.get("PATH"))
     if on_path:
         candidates.append((Path(on_path).resolve().parent.parent, "java on PATH"))
-    for root in _JVM_ROOTS:
+    for root in roots:
         if root.is_dir():
             candidates.extend((child, str(root)) for child in sorted(root.iterdir()))
     return list(_unique_runtimes(candidates))

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
 
 from paykafka._errors import StackError
 
@@ -27,6 +28,7 @@ __all__ = [
     "kafka_command",
     "log_file",
     "node_dir",
+    "node_ready",
     "output_file",
     "port_accepts",
     "write_node_config",
@@ -47,6 +49,9 @@ _COMMON = {
     "log.cleaner.threads": "1",
     "offsets.topic.num.partitions": "5",
     "group.initial.rebalance.delay.ms": "0",
+    # A crashed node is fenced, and its partitions get new leaders, after 6 s instead of 9 s.
+    "broker.session.timeout.ms": "6000",
+    "broker.heartbeat.interval.ms": "1000",
     "auto.create.topics.enable": "true",
     "num.partitions": "1",
 }
@@ -124,7 +129,8 @@ def write_node_config(config: StackConfig, node_id: int) -> Path:
 def format_storage(config: StackConfig, java: JavaRuntime, libs: Path) -> None:
     """Format each node's log dir once; later ``up``s find ``meta.properties`` and skip it."""
     pending = [
-        n for n in config.node_ids if not (node_dir(config, n) / "data" / "meta.properties").exists()
+        n for n in config.node_ids
+        if not (node_dir(config, n) / "data" / "meta.properties").exists()
     ]
     if not pending:
         return
@@ -133,7 +139,7 @@ def format_storage(config: StackConfig, java: JavaRuntime, libs: Path) -> None:
     for node_id in pending:
         directory = node_dir(config, node_id)
         argv = [
-            str(java.executable), "-Xmx256m", *_log_flags(directory),
+            str(java.executable), "-Xmx256m", *java.quiet_flags(), *_log_flags(directory),
             "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
             "-t", cluster_id, "-c", str(directory / "server.properties"),
         ]
@@ -154,7 +160,8 @@ def kafka_command(
     directory = node_dir(config, node_id)
     return [
         str(java.executable),
-        "-Xms128m", f"-Xmx{config.kafka_heap_mb}m", *_JVM_FLAGS, *_log_flags(directory),
+        "-Xms128m", f"-Xmx{config.kafka_heap_mb}m", *_JVM_FLAGS, *java.quiet_flags(),
+        *_log_flags(directory),
         "-cp", f"{libs}/*",
         "kafka.Kafka", str(directory / "server.properties"),
     ]
@@ -168,16 +175,32 @@ def port_accepts(port: int) -> bool:
         return False
 
 
+def node_ready(node_id: int, port: int) -> bool:
+    """Whether node ``node_id`` serves clients: asked directly, it lists itself as a broker.
+
+    Asking the node itself matters after a crash: the other nodes keep listing the dead
+    incarnation until its session times out, while the restarted one only answers once it has
+    caught up with the metadata log and been unfenced.
+    """
+    if not port_accepts(port):
+        return False
+    seen = broker_ids_in_metadata(f"localhost:{port}", timeout=2.0)
+    return seen is not None and node_id in seen
+
+
 def broker_ids_in_metadata(bootstrap: str, timeout: float = 3.0) -> set[int] | None:
     """The broker ids the cluster reports, or None when no broker answered in time."""
     from confluent_kafka import KafkaException  # noqa: PLC0415 - heavy import, only when probing
     from confluent_kafka.admin import AdminClient  # noqa: PLC0415
 
-    admin = AdminClient({
+    conf: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
+        # Connection-refused chatter while a broker starts is expected, not worth a line on
+        # the terminal: only librdkafka emergencies reach our logger.
         "logger": logging.getLogger("paykafka._stack.librdkafka"),
         "log_level": 0,
-    })
+    }
+    admin = AdminClient(conf)
     try:
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException:

@@ -36,15 +36,26 @@ def tail(path: Path, lines: int) -> list[str]:
 def follow(
     paths: Sequence[Path], *, poll: float = 0.5, stop_after: float | None = None
 ) -> Iterator[tuple[Path, str]]:
-    """Yield ``(path, line)`` for every line appended to ``paths`` from now on.
+    """Yield ``(path, line)`` for every line appended to ``paths`` from this call on.
 
     Rotation is noticed when a file shrinks or is replaced, and reading restarts at its top.
     ``stop_after`` (seconds) bounds the wait, for tests; ``None`` follows until interrupted.
     """
-    offsets = {p: _size(p) for p in paths}
-    inodes = {p: _inode(p) for p in paths}
-    pending = {p: b"" for p in paths}
+    # Measured now, not at the first next(): lines written in between must not be lost.
+    start = {p: (_inode(p), _size(p)) for p in paths}
     deadline = None if stop_after is None else time.monotonic() + stop_after
+    return _follow(paths, start, poll, deadline)
+
+
+def _follow(
+    paths: Sequence[Path],
+    start: dict[Path, tuple[int | None, int]],
+    poll: float,
+    deadline: float | None,
+) -> Iterator[tuple[Path, str]]:
+    inodes = {p: start[p][0] for p in paths}
+    offsets = {p: start[p][1] for p in paths}
+    pending = dict.fromkeys(paths, b"")
     while deadline is None or time.monotonic() < deadline:
         for path in paths:
             inode, size = _inode(path), _size(path)

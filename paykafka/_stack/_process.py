@@ -142,8 +142,9 @@ def terminate(record: ProcessRecord, *, timeout: float) -> bool:
 
 
 def wait_gone(record: ProcessRecord, timeout: float) -> bool:
+    """Wait until the process and all its threads have exited, so its ports are free again."""
     deadline = time.monotonic() + timeout
-    while is_running(record):
+    while not _threads_gone(record):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.1)
@@ -182,10 +183,10 @@ def find_port_holder(port: int) -> str | None:
     for pid_dir in _proc_pids():
         with contextlib.suppress(OSError):
             for fd in (pid_dir / "fd").iterdir():
-                target = os.readlink(fd)
+                target = str(fd.readlink())
                 if target.startswith("socket:[") and int(target[8:-1]) in inodes:
                     return f"pid {pid_dir.name} ({_short_cmdline(pid_dir)})"
-    return "a process we cannot inspect"
+    return "a process we cannot inspect (or one still exiting)"
 
 
 def pids_mentioning(text: str) -> list[int]:
@@ -197,9 +198,12 @@ def pids_mentioning(text: str) -> list[int]:
         except OSError:
             continue
         argv = raw.split(b"\0")
-        if argv and argv[0].endswith(b"java") and text.encode() in raw:
-            if _start_ticks(int(pid_dir.name)) is not None:
-                found.append(int(pid_dir.name))
+        if (
+            argv[0].endswith(b"java")
+            and text.encode() in raw
+            and _start_ticks(int(pid_dir.name)) is not None
+        ):
+            found.append(int(pid_dir.name))
     return found
 
 
@@ -213,6 +217,22 @@ def _start_ticks(pid: int) -> int | None:
     if fields[0] in ("Z", "X"):
         return None
     return int(fields[19])
+
+
+def _threads_gone(record: ProcessRecord) -> bool:
+    """True once no thread of the recorded process is left but, at most, a zombie leader.
+
+    A JVM's main thread turns zombie while its other threads are still exiting and still hold
+    its sockets open; a port is only free again once the last thread is gone.
+    """
+    ticks = _start_ticks(record.pid)
+    if ticks is not None:
+        return ticks != record.start_ticks  # alive: ours, or a stranger reusing the pid
+    try:
+        tasks = list(Path(f"/proc/{record.pid}/task").iterdir())
+    except OSError:
+        return True
+    return len(tasks) <= 1
 
 
 def _listening_inodes(port: int) -> Iterator[int]:
@@ -235,9 +255,29 @@ def _proc_pids() -> Iterator[Path]:
 
 
 def _short_cmdline(pid_dir: Path) -> str:
+    """The command, with a JVM's flags dropped so its main class or jar shows."""
     try:
-        argv = (pid_dir / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        argv = [a for a in (pid_dir / "cmdline").read_bytes().decode(errors="replace").split("\0")
+                if a]
     except OSError:
         return "?"
-    text = " ".join(a for a in argv if a)
-    return text if len(text) <= 80 else text[:77] + "..."
+    if argv and Path(argv[0]).name == "java":
+        argv = ["java", *_java_main(argv[1:])]
+    text = " ".join(argv)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _java_main(args: Sequence[str]) -> list[str]:
+    """``-jar app.jar ...`` or ``some.Main ...``: what a JVM runs, without its options."""
+    takes_value = {"-cp", "-classpath", "--class-path", "-p", "--module-path"}
+    skip = False
+    for i, arg in enumerate(args):
+        if skip:
+            skip = False
+        elif arg == "-jar":
+            return list(args[i:])
+        elif arg in takes_value:
+            skip = True
+        elif not arg.startswith("-"):
+            return list(args[i:])
+    return list(args)
