@@ -29,6 +29,7 @@ from paykafka._errors import (
     SchemaNotFoundError,
     SubjectNotFoundError,
 )
+from paykafka._schema_cache import SchemaCache
 from paykafka._settings import Settings
 
 __all__ = ["CompatibilityResult", "RegisteredSchema", "RegistryClient"]
@@ -92,6 +93,7 @@ class RegistryClient:
         )
         self._by_id: dict[int, str] = {}
         self._lock = threading.Lock()
+        self._disk = SchemaCache(s.schema_cache_dir, s.registry_url) if s.schema_cache_dir else None
 
     @property
     def url(self) -> str:
@@ -116,6 +118,8 @@ class RegistryClient:
         schema_id = int(body["id"])
         with self._lock:
             self._by_id.setdefault(schema_id, schema)
+        if self._disk is not None:
+            self._disk.put_schema_id(subject, schema, schema_id)
         log.info(
             "registered schema under %s as id %d", subject, schema_id, extra={"subject": subject}
         )
@@ -125,11 +129,29 @@ class RegistryClient:
         """The registered version of ``subject`` equal to ``schema``; never registers.
 
         Raises :class:`SubjectNotFoundError` or :class:`SchemaNotFoundError` when absent.
+        With a schema cache, an unreachable registry is answered from the cache when this
+        schema was seen before (``version`` is then ``-1``: unknown).
         """
-        body = self._request("POST", f"/subjects/{_q(subject)}", {"schema": schema})
+        try:
+            body = self._request("POST", f"/subjects/{_q(subject)}", {"schema": schema})
+        except RegistryUnavailableError:
+            cached = self._disk.schema_id(subject, schema) if self._disk is not None else None
+            if cached is None:
+                raise
+            log.warning(
+                "the schema registry at %s is unreachable; %s uses schema id %d from the "
+                "schema cache",
+                self.url,
+                subject,
+                cached,
+                extra={"subject": subject, "schema_id": cached},
+            )
+            return RegisteredSchema(subject=subject, version=-1, schema_id=cached, schema=schema)
         found = _registered(body, subject)
         with self._lock:
             self._by_id.setdefault(found.schema_id, found.schema)
+        if self._disk is not None:
+            self._disk.put_schema_id(subject, schema, found.schema_id)
         return found
 
     def schema_by_id(self, schema_id: int) -> str:
@@ -138,8 +160,12 @@ class RegistryClient:
             cached = self._by_id.get(schema_id)
         if cached is not None:
             return cached
-        body = self._request("GET", f"/schemas/ids/{int(schema_id)}")
-        text = str(body["schema"])
+        text = self._disk.schema(schema_id) if self._disk is not None else None
+        if text is None:
+            body = self._request("GET", f"/schemas/ids/{int(schema_id)}")
+            text = str(body["schema"])
+            if self._disk is not None:
+                self._disk.put_schema(schema_id, text)
         with self._lock:
             self._by_id[schema_id] = text
         return text
@@ -181,12 +207,19 @@ class RegistryClient:
     # -- compatibility -----------------------------------------------------------------------
 
     def test_compatibility(
-        self, subject: str, schema: str, version: int | str = "latest"
+        self, subject: str, schema: str, version: int | str | None = "latest"
     ) -> CompatibilityResult:
-        """Would ``schema`` be accepted under ``subject``'s rule? Asks for explanations."""
+        """Would ``schema`` be accepted under ``subject``'s rule? Asks for explanations.
+
+        ``version=None`` checks against every version: Confluent then follows the subject's
+        level (all versions only for ``*_TRANSITIVE``), Apicurio always checks all of them,
+        and both check the latest only when asked for ``"latest"`` whatever the level. So ask
+        for ``None`` exactly when the level is transitive to get the same answer from both.
+        """
+        where = "" if version is None else f"/{_q(str(version))}"
         body = self._request(
             "POST",
-            f"/compatibility/subjects/{_q(subject)}/versions/{_q(str(version))}",
+            f"/compatibility/subjects/{_q(subject)}/versions{where}",
             {"schema": schema},
             params={"verbose": "true"},
         )

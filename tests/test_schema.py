@@ -1,5 +1,6 @@
 """The contract: schemas/payment.avsc, the packaged copy, and PaymentEvent in step."""
 
+import itertools
 import json
 import subprocess
 import sys
@@ -10,6 +11,8 @@ import attrs
 import pytest
 
 from paykafka import PaymentEvent, PaymentMethod, SchemaError, load_schema
+from paykafka._compat import check
+from paykafka._governance import load_history
 from paykafka._schema import default_schema_path, parse_schema_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +38,46 @@ def test_field_types_match_the_contract() -> None:
     assert (amount["type"], amount["logicalType"], amount["scale"]) == ("bytes", "decimal", 4)
     assert schema.field("currency")["type"] == "string"
     assert schema.field("timestamp")["type"] == {"type": "long", "logicalType": "timestamp-micros"}
+    assert schema.field("note")["type"] == ["null", "string"]
+    assert schema.field("note")["default"] is None
+
+
+def test_optional_fields_are_optional_in_the_class_too() -> None:
+    """A schema field with a default is exactly a class field that defaults to that value."""
+    raw = json.loads(load_schema().text)["fields"]
+    schema_defaults = {f["name"]: f["default"] for f in raw if "default" in f}
+    class_defaults = {
+        a.name: a.default
+        for a in attrs.fields(PaymentEvent)
+        if a.default is not attrs.NOTHING and not isinstance(a.default, attrs.Factory)  # type: ignore[arg-type]
+    }
+    assert class_defaults == schema_defaults
+
+
+def test_a_v1_record_reads_without_the_note() -> None:
+    """A record decoded with the v1 reader has no note key: the event's note is None."""
+    event = PaymentEvent(user="u", amount="1.00", currency="PLN", method="blik", note="rent")
+    record = event.to_dict()
+    assert record["note"] == "rent"
+    assert PaymentEvent.from_dict(record).note == "rent"
+    del record["note"]
+    assert PaymentEvent.from_dict(record).note is None
+
+
+def test_to_json_adds_the_note_after_the_tutorials_keys_only_when_set() -> None:
+    """The tutorial's JSON line is unchanged without a note and ends with it when set."""
+    plain = PaymentEvent(user="u", amount="1.00", currency="PLN", method="blik")
+    assert list(json.loads(plain.to_json())) == [
+        "payment_id",
+        "user",
+        "amount",
+        "currency",
+        "method",
+        "timestamp",
+    ]
+    noted = attrs.evolve(plain, note="rent")
+    assert list(json.loads(noted.to_json()))[-1] == "note"
+    assert json.loads(noted.to_json())["note"] == "rent"
 
 
 def test_method_enum_matches_payment_method() -> None:
@@ -42,6 +85,34 @@ def test_method_enum_matches_payment_method() -> None:
     schema = load_schema()
     assert schema.method_symbols == tuple(m.value for m in PaymentMethod)
     assert schema.field("method")["type"]["default"] in schema.method_symbols
+
+
+def test_history_is_a_chain_of_full_transitive_releases() -> None:
+    """Each released version reads, and is read by, every earlier one (with paykafka's policy)."""
+    history = load_history(ROOT / "schemas" / "history")
+    assert [v.version for v in history] == list(range(1, len(history) + 1))
+    for i, release in enumerate(history[1:], start=1):
+        earlier = [(v.path.name, v.schema.text) for v in history[:i]]
+        report = check(release.schema.text, earlier, "FULL_TRANSITIVE")
+        assert report.compatible, (release.path.name, report.messages())
+
+
+def test_the_contract_is_the_last_released_version() -> None:
+    """schemas/payment.avsc changes only together with a new schemas/history/ file."""
+    history = load_history(ROOT / "schemas" / "history")
+    current = ROOT / "schemas" / "payment.avsc"
+    assert history[-1].path.read_text() == current.read_text(), (
+        f"copy schemas/payment.avsc to schemas/history/payment.v{len(history) + 1}.avsc "
+        "when releasing a change (README: schema evolution)"
+    )
+
+
+def test_method_symbols_are_only_ever_appended() -> None:
+    """Each release keeps every earlier method symbol, in place, and adds new ones at the end."""
+    history = load_history(ROOT / "schemas" / "history")
+    for before, after in itertools.pairwise(history):
+        old = before.schema.method_symbols
+        assert after.schema.method_symbols[: len(old)] == old, after.path.name
 
 
 def test_every_field_is_documented() -> None:

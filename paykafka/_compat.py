@@ -1,0 +1,729 @@
+"""Offline schema compatibility: Avro's resolution rules, the registry's levels, our policy.
+
+Why our own checker when the registry already has one: the registry's verdict may come without
+reasons (Apicurio's ``/compatibility`` answers only ``is_compatible``), it needs a network, and
+it knows nothing about payments. This module answers the same question from schema texts alone,
+so ``paykafka schema check --offline`` and the tests of ``schemas/history/`` need no registry,
+and every answer names the field and the rule it breaks.
+
+Three layers:
+
+* :func:`read_breaks` applies the Avro specification's schema resolution: can data written with
+  one schema be read with another (promotions, record fields by name with defaults and
+  aliases, enum defaults, unions, fixed sizes, arrays, maps, named types)?
+* :func:`check` applies a compatibility level (``BACKWARD``: the new schema reads the old ones'
+  data; ``FORWARD``: old readers read the new data; ``FULL``: both; ``*_TRANSITIVE``: against
+  every earlier version instead of the latest only; ``NONE``: nothing) and phrases each break
+  as an old -> new change with its consequence.
+* :func:`policy_breaks` adds what Avro allows but a payment history cannot afford: removing an
+  enum symbol (old events would silently read as the default) and changing a logical type or a
+  decimal's precision or scale (the same bytes would mean another amount or instant).
+
+:func:`diff` lists field-level changes between two schemas for people, compatible or not.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from paykafka._errors import ConfigError, SchemaError
+
+__all__ = [
+    "LEVELS",
+    "POLICY",
+    "Break",
+    "Change",
+    "CompatReport",
+    "Direction",
+    "Problem",
+    "check",
+    "describe",
+    "diff",
+    "join_labels",
+    "level_is_weaker",
+    "policy_breaks",
+    "read_breaks",
+]
+
+LEVELS = (
+    "NONE",
+    "BACKWARD",
+    "FORWARD",
+    "FULL",
+    "BACKWARD_TRANSITIVE",
+    "FORWARD_TRANSITIVE",
+    "FULL_TRANSITIVE",
+)
+
+#: The ``rule`` of problems that come from paykafka's policy rather than Avro's rules.
+POLICY = "paykafka policy"
+
+_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+_NAMED = frozenset({"record", "error", "enum", "fixed"})
+# writer type -> reader types that can read it (Avro specification, "Schema Resolution").
+_PROMOTIONS: Mapping[str, frozenset[str]] = {
+    "int": frozenset({"long", "float", "double"}),
+    "long": frozenset({"float", "double"}),
+    "float": frozenset({"double"}),
+    "string": frozenset({"bytes"}),
+    "bytes": frozenset({"string"}),
+}
+
+Node = dict[str, Any]
+_Schema = str | Mapping[str, Any] | Sequence[Any]
+
+
+# -- canonical form ------------------------------------------------------------------------------
+
+
+def _fullname(name: str, namespace: str | None) -> str:
+    if "." in name or not namespace:
+        return name
+    return f"{namespace}.{name}"
+
+
+def _short(fullname: str) -> str:
+    return fullname.rsplit(".", 1)[-1]
+
+
+class _Canon:
+    """Turns schema JSON into nodes where every named reference is the defining node itself.
+
+    Sharing the node (not a copy) keeps recursive types finite and lets the resolver stop on a
+    pair of records it is already comparing.
+    """
+
+    def __init__(self) -> None:
+        self.names: dict[str, Node] = {}
+
+    def node(self, schema: Any, namespace: str | None) -> Node:
+        if isinstance(schema, str):
+            if schema in _PRIMITIVES:
+                return {"type": schema}
+            for candidate in (_fullname(schema, namespace), schema):
+                if candidate in self.names:
+                    return self.names[candidate]
+            raise SchemaError(f"unknown type name {schema!r}: define it before its first use")
+        if isinstance(schema, list):
+            return {"type": "union", "branches": [self.node(s, namespace) for s in schema]}
+        if not isinstance(schema, Mapping):
+            raise SchemaError(f"not an Avro schema: {schema!r}")
+        kind = schema.get("type")
+        if not isinstance(kind, str) or kind not in _PRIMITIVES | _NAMED | {"array", "map"}:
+            # {"type": {...}} or {"type": "SomeNamedType"}: a wrapped reference.
+            inner = self.node(kind, namespace)
+            logical = schema.get("logicalType")
+            return inner if logical is None else {**inner, "logicalType": logical}
+        if kind in _PRIMITIVES:
+            out = {"type": kind}
+            for key in ("logicalType", "precision", "scale"):
+                if key in schema:
+                    out[key] = schema[key]
+            return out
+        if kind == "array":
+            return {"type": "array", "items": self.node(schema["items"], namespace)}
+        if kind == "map":
+            return {"type": "map", "values": self.node(schema["values"], namespace)}
+        return self._named(schema, namespace)
+
+    def _named(self, schema: Mapping[str, Any], namespace: str | None) -> Node:
+        kind = "record" if schema["type"] == "error" else str(schema["type"])
+        name = str(schema["name"])
+        own_ns = schema.get("namespace", namespace)
+        full = _fullname(name, own_ns)
+        inner_ns = full.rsplit(".", 1)[0] if "." in full else None
+        aliases = {_fullname(str(a), inner_ns) for a in schema.get("aliases", [])}
+        node: Node = {"type": kind, "name": full, "aliases": aliases}
+        self.names[full] = node
+        if kind == "enum":
+            node["symbols"] = list(schema["symbols"])
+            node["default"] = schema.get("default")
+        elif kind == "fixed":
+            node["size"] = int(schema["size"])
+            for key in ("logicalType", "precision", "scale"):
+                if key in schema:
+                    node[key] = schema[key]
+        else:
+            node["fields"] = [
+                {
+                    "name": str(f["name"]),
+                    "aliases": {str(a) for a in f.get("aliases", [])},
+                    "has_default": "default" in f,
+                    "type": self.node(f["type"], inner_ns),
+                }
+                for f in schema["fields"]
+            ]
+        return node
+
+
+def _canonical(schema: _Schema) -> Node:
+    raw = json.loads(schema) if isinstance(schema, str) else schema
+    return _Canon().node(raw, None)
+
+
+def describe(node: Node) -> str:
+    """A type as people write it: ``string``, ``bytes (decimal 18,4)``, ``[null, string]``."""
+    kind = node["type"]
+    if kind == "union":
+        return "[" + ", ".join(describe(b) for b in node["branches"]) + "]"
+    if kind == "array":
+        return f"array<{describe(node['items'])}>"
+    if kind == "map":
+        return f"map<{describe(node['values'])}>"
+    if kind in _NAMED:
+        return f"{kind} {_short(node['name'])}"
+    logical = node.get("logicalType")
+    if logical == "decimal":
+        return f"{kind} (decimal {node.get('precision')},{node.get('scale', 0)})"
+    if logical:
+        return f"{kind} ({logical})"
+    return str(kind)
+
+
+# -- Avro resolution -----------------------------------------------------------------------------
+
+
+class _Kind(enum.Enum):
+    TYPE = "type"
+    NO_DEFAULT = "no_default"
+    ENUM_SYMBOLS = "enum_symbols"
+    NAME = "name"
+    SIZE = "size"
+
+
+@attrs.frozen
+class Break:
+    """One reason data written with ``writer`` cannot be read with ``reader``, at ``path``."""
+
+    path: str
+    kind: _Kind
+    reader: str = ""
+    writer: str = ""
+    symbols: tuple[str, ...] = ()
+    #: For a field missing on one side: same-typed fields only on the other side (renames?).
+    renamed_from: tuple[str, ...] = ()
+
+
+def _names_match(reader: Node, writer: Node) -> bool:
+    if reader["name"] == writer["name"] or _short(reader["name"]) == _short(writer["name"]):
+        return True
+    return writer["name"] in reader["aliases"] or _short(writer["name"]) in {
+        _short(a) for a in reader["aliases"]
+    }
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+class _Resolver:
+    def __init__(self) -> None:
+        self._seen: set[tuple[int, int]] = set()
+
+    def breaks(self, reader: Node, writer: Node, path: str) -> list[Break]:
+        rkind, wkind = reader["type"], writer["type"]
+        if wkind == "union":
+            out: list[Break] = []
+            for branch in writer["branches"]:
+                if self.breaks(reader, branch, path):
+                    out.append(
+                        Break(path, _Kind.TYPE, reader=describe(reader), writer=describe(writer))
+                    )
+                    break
+            return out
+        if rkind == "union":
+            # The first reader branch that can read the writer's type is used; any will do here.
+            if any(not self.breaks(b, writer, path) for b in reader["branches"]):
+                return []
+            return [Break(path, _Kind.TYPE, reader=describe(reader), writer=describe(writer))]
+        if rkind == wkind:
+            return self._same_kind(reader, writer, path)
+        if rkind in _PROMOTIONS.get(wkind, frozenset()):
+            return []
+        return [Break(path, _Kind.TYPE, reader=describe(reader), writer=describe(writer))]
+
+    def _same_kind(self, reader: Node, writer: Node, path: str) -> list[Break]:
+        kind = reader["type"]
+        if kind == "array":
+            return self.breaks(reader["items"], writer["items"], f"{path}[]")
+        if kind == "map":
+            return self.breaks(reader["values"], writer["values"], f"{path}{{}}")
+        if kind not in _NAMED:
+            return []
+        if not _names_match(reader, writer):
+            return [
+                Break(
+                    path,
+                    _Kind.NAME,
+                    reader=f"{kind} {reader['name']}",
+                    writer=f"{kind} {writer['name']}",
+                )
+            ]
+        if kind == "fixed":
+            if reader["size"] != writer["size"]:
+                return [
+                    Break(path, _Kind.SIZE, reader=str(reader["size"]), writer=str(writer["size"]))
+                ]
+            return []
+        if kind == "enum":
+            unknown = tuple(s for s in writer["symbols"] if s not in reader["symbols"])
+            if unknown and reader.get("default") is None:
+                return [Break(path, _Kind.ENUM_SYMBOLS, reader=reader["name"], symbols=unknown)]
+            return []
+        return self._record(reader, writer, path)
+
+    def _record(self, reader: Node, writer: Node, path: str) -> list[Break]:
+        pair = (id(reader), id(writer))
+        if pair in self._seen:
+            return []  # already being compared further up: recursive types resolve lazily
+        self._seen.add(pair)
+        try:
+            return self._fields(reader, writer, path)
+        finally:
+            self._seen.discard(pair)
+
+    def _fields(self, reader: Node, writer: Node, path: str) -> list[Break]:
+        by_name = {f["name"]: f for f in writer["fields"]}
+        matched: set[str] = set()
+        out: list[Break] = []
+        for field in reader["fields"]:
+            found = next(
+                (by_name[n] for n in (field["name"], *sorted(field["aliases"])) if n in by_name),
+                None,
+            )
+            here = _join(path, field["name"])
+            if found is not None:
+                matched.add(found["name"])
+                out.extend(self.breaks(field["type"], found["type"], here))
+            elif not field["has_default"]:
+                out.append(Break(here, _Kind.NO_DEFAULT, reader=describe(field["type"])))
+        # A reader field with no writer counterpart next to an unmatched writer field of the same
+        # type is most often a rename: say so, since an alias is the fix.
+        unmatched = [f for f in writer["fields"] if f["name"] not in matched]
+        for i, b in enumerate(out):
+            if b.kind is _Kind.NO_DEFAULT:
+                same = tuple(
+                    _join(path, f["name"]) for f in unmatched if describe(f["type"]) == b.reader
+                )
+                out[i] = attrs.evolve(b, renamed_from=same)
+        return out
+
+
+def read_breaks(reader: _Schema, writer: _Schema) -> list[Break]:
+    """Why data written with ``writer`` cannot be read with ``reader`` (empty: it can)."""
+    return _Resolver().breaks(_canonical(reader), _canonical(writer), "")
+
+
+# -- paykafka policy -----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _PolicyBreak:
+    path: str
+    change: str
+    why: str
+
+
+def _policy(old: Node, new: Node, path: str, seen: set[tuple[int, int]]) -> list[_PolicyBreak]:
+    okind, nkind = old["type"], new["type"]
+    if okind == "union" or nkind == "union":
+        obranches = old["branches"] if okind == "union" else [old]
+        nbranches = new["branches"] if nkind == "union" else [new]
+        out: list[_PolicyBreak] = []
+        for ob in obranches:
+            twin = next((nb for nb in nbranches if _same_branch(ob, nb)), None)
+            if twin is not None:
+                out.extend(_policy(ob, twin, path, seen))
+        return out
+    out = []
+    old_logical, new_logical = old.get("logicalType"), new.get("logicalType")
+    if old_logical != new_logical and okind == nkind and okind in _PRIMITIVES | {"fixed"}:
+        # Only for the same underlying type: a different one is already an Avro break.
+        out.append(
+            _PolicyBreak(
+                path,
+                f"changed logical type {old_logical or 'none'} -> {new_logical or 'none'}",
+                "the same stored value would mean something else to old and new readers",
+            )
+        )
+    elif old_logical == new_logical == "decimal" and (
+        old.get("precision") != new.get("precision") or old.get("scale", 0) != new.get("scale", 0)
+    ):
+        out.append(
+            _PolicyBreak(
+                path,
+                f"changed decimal({old.get('precision')},{old.get('scale', 0)}) -> "
+                f"decimal({new.get('precision')},{new.get('scale', 0)})",
+                "the same bytes would be read as a different amount",
+            )
+        )
+    if okind != nkind:
+        return out
+    if okind == "array":
+        return out + _policy(old["items"], new["items"], f"{path}[]", seen)
+    if okind == "map":
+        return out + _policy(old["values"], new["values"], f"{path}{{}}", seen)
+    if okind == "enum":
+        return out + _enum_policy(old, new, path)
+    if okind == "record":
+        out.extend(_record_policy(old, new, path, seen))
+    return out
+
+
+def _enum_policy(old: Node, new: Node, path: str) -> list[_PolicyBreak]:
+    removed = [s for s in old["symbols"] if s not in new["symbols"]]
+    if not removed:
+        return []
+    fallback = new.get("default")
+    why = (
+        f"payments already written with them would be read as `{fallback}`, silently "
+        "rewriting history"
+        if fallback
+        else "payments already written with them could not be read at all"
+    )
+    return [
+        _PolicyBreak(
+            path,
+            f"removed enum symbol(s) {', '.join(removed)} from {_short(new['name'])}",
+            why + "; keep the symbol and mark it deprecated in the doc instead",
+        )
+    ]
+
+
+def _record_policy(
+    old: Node, new: Node, path: str, seen: set[tuple[int, int]]
+) -> list[_PolicyBreak]:
+    pair = (id(old), id(new))
+    if pair in seen:
+        return []
+    seen.add(pair)
+    out: list[_PolicyBreak] = []
+    matched: set[str] = set()
+    added: list[Node] = []
+    for nf in new["fields"]:
+        of = next((f for f in old["fields"] if f["name"] in {nf["name"], *nf["aliases"]}), None)
+        if of is None:
+            added.append(nf)
+        else:
+            matched.add(of["name"])
+            out.extend(_policy(of["type"], nf["type"], _join(path, nf["name"]), seen))
+    removed = [f for f in old["fields"] if f["name"] not in matched]
+    for nf in added:
+        # With defaults on both sides Avro calls this compatible, yet every value written under
+        # the old name would silently read as the default: a rename that needs an alias.
+        twin = next((f for f in removed if describe(f["type"]) == describe(nf["type"])), None)
+        if twin is not None and nf["has_default"]:
+            out.append(
+                _PolicyBreak(
+                    _join(path, nf["name"]),
+                    f"replaced `{twin['name']}` of the same type without an alias (a rename?)",
+                    f"the new schema would read every `{twin['name']}` already written as its "
+                    f'default; add "aliases": ["{twin["name"]}"] if it is a rename, or add the '
+                    "new field without removing the old one in the same version",
+                )
+            )
+    return out
+
+
+def _same_branch(a: Node, b: Node) -> bool:
+    if a["type"] != b["type"]:
+        return False
+    return a["type"] not in _NAMED or _short(a["name"]) == _short(b["name"])
+
+
+def policy_breaks(old: _Schema, new: _Schema) -> list[Problem]:
+    """Changes from ``old`` to ``new`` that Avro allows but paykafka never does (see module)."""
+    return [_policy_problem(b) for b in _policy(_canonical(old), _canonical(new), "", set())]
+
+
+def _policy_problem(b: _PolicyBreak, against: str = "") -> Problem:
+    return Problem(
+        path=b.path,
+        change=b.change,
+        consequences=(b.why,),
+        rule=POLICY,
+        against=(against,) if against else (),
+    )
+
+
+# -- levels --------------------------------------------------------------------------------------
+
+
+class Direction(enum.Enum):
+    """Which way data must flow between the new schema and an old one."""
+
+    #: The new schema reads data written with the old one (consumers upgrade first).
+    BACKWARD = "backward"
+    #: Readers of the old schema read data written with the new one (producers upgrade first).
+    FORWARD = "forward"
+
+
+def _directions(level: str) -> tuple[Direction, ...]:
+    base = level.removesuffix("_TRANSITIVE")
+    return {
+        "NONE": (),
+        "BACKWARD": (Direction.BACKWARD,),
+        "FORWARD": (Direction.FORWARD,),
+        "FULL": (Direction.BACKWARD, Direction.FORWARD),
+    }[base]
+
+
+def level_is_weaker(level: str, than: str) -> bool:
+    """Whether ``level`` promises strictly less than ``than`` (``NONE`` is weaker than all).
+
+    ``BACKWARD`` and ``FORWARD`` promise different things, so neither is weaker than the other.
+    """
+    mine, theirs = set(_directions(level)), set(_directions(than))
+    if not mine:
+        return bool(theirs)
+    mine_all, theirs_all = level.endswith("_TRANSITIVE"), than.endswith("_TRANSITIVE")
+    return mine <= theirs and mine_all <= theirs_all and (mine, mine_all) != (theirs, theirs_all)
+
+
+@attrs.frozen
+class Problem:
+    """One way a candidate breaks the rule, phrased as an old -> new change and its effect."""
+
+    #: Dotted field path (``amount``, ``address.city``, ``items[]``); empty for the record.
+    path: str
+    #: What changed, old -> new: ``changed type bytes -> double``.
+    change: str
+    #: Who can no longer read what.
+    consequences: tuple[str, ...]
+    #: ``BACKWARD`` / ``FORWARD`` for Avro rules, ``paykafka policy`` for our own.
+    rule: str
+    #: Which earlier versions (labels) this is about; ``change`` and ``consequences`` name
+    #: them through the ``{old}`` placeholder, so one problem can speak for several versions.
+    against: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        subject = f"field `{self.path}`" if self.path else "the record"
+        text = f"{subject} {self.change}: {'; '.join(self.consequences)}"
+        return text.replace(_OLD, join_labels(self.against))
+
+
+_OLD = "{old}"
+
+
+def join_labels(labels: Sequence[str]) -> str:
+    """``version 1 and version 2`` reads worse than ``versions 1, 2``: say the latter."""
+    if len(labels) > 1 and all(label.startswith("version ") for label in labels):
+        return "versions " + ", ".join(label.removeprefix("version ") for label in labels)
+    return " and ".join([", ".join(labels[:-1]), labels[-1]] if len(labels) > 1 else labels)
+
+
+@attrs.frozen
+class CompatReport:
+    """The verdict on a candidate schema against earlier versions under one level."""
+
+    level: str
+    #: Labels of the versions the candidate was checked against, oldest first.
+    checked_against: tuple[str, ...]
+    problems: tuple[Problem, ...] = ()
+
+    @property
+    def compatible(self) -> bool:
+        """No problem under the level and the policy."""
+        return not self.problems
+
+    def messages(self) -> tuple[str, ...]:
+        """One human sentence per problem."""
+        return tuple(dict.fromkeys(str(p) for p in self.problems))
+
+
+def _phrase_missing(b: Break, new_reads: bool) -> tuple[str, str]:
+    if new_reads:
+        change = "was added without a default"
+        hint = ' (give it a default, e.g. type ["null", ...] with "default": null)'
+    else:
+        change = f"was removed, and {_OLD} has no default for it"
+        hint = " (keep the field, or it must have had a default)"
+    if b.renamed_from:
+        names = ", ".join(f"`{n}`" for n in b.renamed_from)
+        if new_reads:
+            hint = f' (renamed from {names}? keep the old name in "aliases")'
+        else:
+            hint = f" (renamed to {names}? a rename needs an alias and a default)"
+    return change, hint
+
+
+def _phrase(b: Break, direction: Direction, label: str) -> Problem:
+    new_reads = direction is Direction.BACKWARD
+    old_t, new_t = (b.writer, b.reader) if new_reads else (b.reader, b.writer)
+    if new_reads:
+        effect = f"the new schema cannot read events written with {_OLD}"
+    else:
+        effect = f"readers of {_OLD} cannot read events written with the new schema"
+    hint = ""
+    if b.kind is _Kind.TYPE:
+        change = f"changed type {old_t} -> {new_t}"
+    elif b.kind is _Kind.NO_DEFAULT:
+        change, hint = _phrase_missing(b, new_reads)
+    elif b.kind is _Kind.ENUM_SYMBOLS:
+        symbols = ", ".join(b.symbols)
+        if new_reads:
+            change = f"enum {_short(b.reader)} no longer has symbol(s) {symbols} and no default"
+        else:
+            change = (
+                f"enum {_short(b.reader)} gained symbol(s) {symbols}, but the enum in {_OLD} has "
+                "no default to read them as"
+            )
+    elif b.kind is _Kind.NAME:
+        change = f"renamed {old_t} -> {new_t} without an alias"
+        hint = ' (add the old full name to "aliases")'
+    else:
+        change = f"changed fixed size {old_t} -> {new_t}"
+    return Problem(
+        path=b.path,
+        change=change,
+        consequences=(effect + hint,),
+        rule=direction.name,
+        against=(label,),
+    )
+
+
+def check(
+    candidate: _Schema,
+    previous: Sequence[tuple[str, _Schema]],
+    level: str,
+    *,
+    policy: bool = True,
+) -> CompatReport:
+    """Check ``candidate`` against ``previous`` (``(label, schema)``, oldest first) under
+    ``level``, plus paykafka's policy unless ``policy`` is off or the level is ``NONE``."""
+    if level not in LEVELS:
+        raise ConfigError(f"unknown compatibility level {level!r}; use one of {', '.join(LEVELS)}")
+    directions = _directions(level)
+    against = list(previous) if level.endswith("_TRANSITIVE") else list(previous[-1:])
+    if not directions:
+        return CompatReport(level, tuple(label for label, _ in against))
+    new = _canonical(candidate)
+    problems: list[Problem] = []
+    for label, schema in against:
+        old = _canonical(schema)
+        for direction in directions:
+            reader, writer = (new, old) if direction is Direction.BACKWARD else (old, new)
+            for b in _Resolver().breaks(reader, writer, ""):
+                problems.append(_phrase(b, direction, label))
+        if policy:
+            problems.extend(_policy_problem(b, label) for b in _policy(old, new, "", set()))
+    return CompatReport(level, tuple(label for label, _ in against), tuple(_merge(problems)))
+
+
+def _merge(problems: Iterable[Problem]) -> list[Problem]:
+    """Say each break once: first both directions of one change against one version (a type
+    change under FULL breaks both ways), then one change with the same effects everywhere
+    against all the versions it concerns."""
+    per_version: dict[tuple[str, str, tuple[str, ...]], Problem] = {}
+    for p in problems:
+        key = (p.path, p.change, p.against)
+        first = per_version.get(key)
+        if first is None:
+            per_version[key] = p
+            continue
+        per_version[key] = attrs.evolve(
+            first,
+            consequences=first.consequences
+            + tuple(c for c in p.consequences if c not in first.consequences),
+            rule=first.rule if first.rule == p.rule else f"{first.rule}+{p.rule}",
+        )
+    merged: dict[tuple[str, str, tuple[str, ...], str], Problem] = {}
+    for p in per_version.values():
+        key2 = (p.path, p.change, p.consequences, p.rule)
+        first = merged.get(key2)
+        merged[key2] = (
+            p if first is None else attrs.evolve(first, against=first.against + p.against)
+        )
+    return list(merged.values())
+
+
+# -- diff ----------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Change:
+    """One field-level difference between two schemas."""
+
+    path: str
+    #: ``added``, ``removed``, ``type``, ``default``, ``doc``, ``symbols``, ``aliases``.
+    kind: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.path or '(record)'}: {self.detail}"
+
+
+def _raw_fields(schema: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {str(f["name"]): f for f in schema.get("fields", [])}
+
+
+def diff(old: _Schema, new: _Schema) -> list[Change]:
+    """Top-level field changes from ``old`` to ``new``, in the new schema's field order."""
+    o = json.loads(old) if isinstance(old, str) else old
+    n = json.loads(new) if isinstance(new, str) else new
+    if not isinstance(o, Mapping) or not isinstance(n, Mapping):
+        raise SchemaError("diff compares two record schemas; pass .avsc records")
+    ofields, nfields = _raw_fields(o), _raw_fields(n)
+    canon_o, canon_n = _Canon(), _Canon()
+    onode, nnode = canon_o.node(o, None), canon_n.node(n, None)
+    otypes = {f["name"]: f["type"] for f in onode.get("fields", [])}
+    ntypes = {f["name"]: f["type"] for f in nnode.get("fields", [])}
+    out: list[Change] = []
+    renamed: set[str] = set()
+    for name, nf in nfields.items():
+        of = ofields.get(name)
+        if of is None:
+            alias = next((a for a in nf.get("aliases", []) if a in ofields), None)
+            if alias is not None:
+                renamed.add(alias)
+                out.append(Change(name, "renamed", f"renamed from `{alias}` (alias kept)"))
+                of = ofields[alias]
+                otypes[name] = otypes[alias]
+            else:
+                default = (
+                    f", default {json.dumps(nf['default'])}" if "default" in nf else ", no default"
+                )
+                out.append(Change(name, "added", f"added: {describe(ntypes[name])}{default}"))
+                continue
+        out.extend(_field_changes(name, of, nf, otypes[name], ntypes[name]))
+    out.extend(
+        Change(name, "removed", f"removed (was {describe(otypes[name])})")
+        for name in ofields
+        if name not in nfields and name not in renamed
+    )
+    return out
+
+
+def _field_changes(
+    name: str, of: Mapping[str, Any], nf: Mapping[str, Any], ot: Node, nt: Node
+) -> list[Change]:
+    out: list[Change] = []
+    if describe(ot) != describe(nt):
+        out.append(Change(name, "type", f"type {describe(ot)} -> {describe(nt)}"))
+    if ot["type"] == "enum" and nt["type"] == "enum":
+        added = [s for s in nt["symbols"] if s not in ot["symbols"]]
+        removed = [s for s in ot["symbols"] if s not in nt["symbols"]]
+        if added:
+            out.append(Change(name, "symbols", f"enum symbol(s) added: {', '.join(added)}"))
+        if removed:
+            out.append(Change(name, "symbols", f"enum symbol(s) removed: {', '.join(removed)}"))
+        if ot.get("default") != nt.get("default"):
+            out.append(
+                Change(name, "default", f"enum default {ot.get('default')} -> {nt.get('default')}")
+            )
+    if ("default" in of) != ("default" in nf) or of.get("default") != nf.get("default"):
+        before = json.dumps(of["default"]) if "default" in of else "none"
+        after = json.dumps(nf["default"]) if "default" in nf else "none"
+        out.append(Change(name, "default", f"default {before} -> {after}"))
+    if set(of.get("aliases", [])) != set(nf.get("aliases", [])):
+        out.append(
+            Change(name, "aliases", f"aliases {of.get('aliases', [])} -> {nf.get('aliases', [])}")
+        )
+    if of.get("doc") != nf.get("doc"):
+        out.append(Change(name, "doc", "doc changed"))
+    return out
