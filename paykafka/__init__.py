@@ -3,7 +3,17 @@
 ``import paykafka`` gives everything a service needs; the modules behind it are private.
 """
 
-from paykafka._dlq import DeadLetter
+from paykafka._admin import (
+    GroupLag,
+    KafkaAdmin,
+    PartitionInfo,
+    PartitionLag,
+    TopicConfig,
+    TopicDescription,
+    TopicHealth,
+    TopicInfo,
+)
+from paykafka._dlq import DeadLetter, DeadLetterQueue, ReplayResult
 from paykafka._errors import (
     BrokerUnavailableError,
     ConfigError,
@@ -39,14 +49,19 @@ __all__ = [
     "CompatibilityResult",
     "ConfigError",
     "DeadLetter",
+    "DeadLetterQueue",
     "DecodeError",
     "DecodeReason",
     "Delivery",
     "DeliveryError",
     "DeliveryFuture",
     "EncodeError",
+    "GroupLag",
     "IncompatibleSchemaError",
+    "KafkaAdmin",
     "KafkaError",
+    "PartitionInfo",
+    "PartitionLag",
     "PayKafkaError",
     "PaymentEvent",
     "PaymentMethod",
@@ -58,12 +73,17 @@ __all__ = [
     "RegistryError",
     "RegistryIncompatibleError",
     "RegistryUnavailableError",
+    "ReplayResult",
     "SchemaError",
     "SchemaNotFoundError",
     "SerdeError",
     "Settings",
     "StackError",
     "SubjectNotFoundError",
+    "TopicConfig",
+    "TopicDescription",
+    "TopicHealth",
+    "TopicInfo",
     "TrackedEvent",
     "ValidationError",
     "__version__",

@@ -11,7 +11,6 @@ failure nobody looked at is raised by the next :meth:`PaymentProducer.flush` (an
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable
@@ -21,7 +20,8 @@ from typing import Any, Self
 import attrs
 from confluent_kafka import KafkaException, Producer
 
-from paykafka._errors import DeliveryError, KafkaError, PayKafkaError
+from paykafka._admin import ensure_topic
+from paykafka._errors import BrokerUnavailableError, DeliveryError, PayKafkaError
 from paykafka._event import PaymentEvent
 from paykafka._governance import SchemaGate
 from paykafka._registry import RegistryClient
@@ -32,6 +32,11 @@ from paykafka._settings import Settings
 __all__ = ["Delivery", "DeliveryFuture", "PaymentProducer", "key_by_user"]
 
 log = logging.getLogger(__name__)
+
+# Seconds between the delivery-report polls send() makes on its own.
+_POLL_INTERVAL = 0.001
+# Seconds start() waits for the cluster when checking the topic exists.
+_ENSURE_TOPIC_TIMEOUT = 5.0
 
 
 def key_by_user(event: PaymentEvent) -> str:
@@ -54,21 +59,29 @@ class DeliveryFuture:
 
     Delivery reports arrive while the producer is polled, so :meth:`result` polls the
     producer itself instead of waiting on another thread.
+
+    One is made per event on the hot path, so it is kept small: the future is itself
+    librdkafka's delivery callback, the callback list exists only once someone adds one, and
+    the :class:`Delivery` is built when asked for, from the (partition, offset) the report gave.
     """
 
-    __slots__ = ("_callbacks", "_delivery", "_error", "_observed", "_producer", "event")
+    __slots__ = ("_callbacks", "_error", "_observed", "_position", "_producer", "event")
 
     def __init__(self, event: PaymentEvent, producer: PaymentProducer) -> None:
         self.event = event
         self._producer = producer
-        self._delivery: Delivery | None = None
+        self._position: tuple[int, int] | None = None
         self._error: DeliveryError | None = None
-        self._callbacks: list[Callable[[DeliveryFuture], None]] = []
+        self._callbacks: list[Callable[[DeliveryFuture], None]] | None = None
         self._observed = False
+
+    def __call__(self, err: Any, msg: Any) -> None:
+        """librdkafka's delivery report for this event (not for callers)."""
+        self._producer._on_delivery(self, err, msg)
 
     def done(self) -> bool:
         """Whether the broker has answered (delivered or failed)."""
-        return self._delivery is not None or self._error is not None
+        return self._position is not None or self._error is not None
 
     def result(self, timeout: float | None = None) -> Delivery:
         """Wait for the delivery; raises :class:`DeliveryError` if it failed or timed out."""
@@ -76,14 +89,15 @@ class DeliveryFuture:
         self._observed = True
         if self._error is not None:
             raise self._error
-        if self._delivery is None:
+        if self._position is None:
             raise DeliveryError(
                 f"payment {self.event.payment_id} not delivered within {timeout}s; it is still "
                 "queued and will be retried until message.timeout.ms",
                 [(self.event, "still queued")],
                 retriable=True,
             )
-        return self._delivery
+        partition, offset = self._position
+        return Delivery(self.event, self._producer.settings.topic, partition, offset)
 
     def exception(self, timeout: float | None = None) -> DeliveryError | None:
         """The delivery error, or ``None`` once delivered."""
@@ -98,6 +112,8 @@ class DeliveryFuture:
         self._observed = True
         if self.done():
             fn(self)
+        elif self._callbacks is None:
+            self._callbacks = [fn]
         else:
             self._callbacks.append(fn)
 
@@ -109,14 +125,14 @@ class DeliveryFuture:
                 return
             self._producer._poll(left)
 
-    def _settle(self, delivery: Delivery | None, error: DeliveryError | None) -> None:
-        self._delivery, self._error = delivery, error
-        for fn in self._callbacks:
+    def _settle(self, position: tuple[int, int] | None, error: DeliveryError | None) -> None:
+        self._position, self._error = position, error
+        callbacks, self._callbacks = self._callbacks, None
+        for fn in callbacks or ():
             try:
                 fn(self)
             except Exception:
                 log.exception("delivery callback for payment %s raised", self.event.payment_id)
-        self._callbacks.clear()
 
 
 class PaymentProducer:
@@ -151,11 +167,13 @@ class PaymentProducer:
         self._pending: dict[int, DeliveryFuture] = {}
         self._unreported: list[DeliveryFuture] = []
         self._last_error: str | None = None
+        self._next_poll = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> Self:
-        """Check and register the schema, then connect; idempotent."""
+        """Check and register the schema, create the topic if missing (``create_topic``),
+        then connect; idempotent."""
         if self._producer is not None:
             return self
         schema = self._schema or load_schema(self.settings.schema_path)
@@ -164,6 +182,8 @@ class PaymentProducer:
             self._registry = RegistryClient(self.settings)
         schema_id = SchemaGate(self._registry, self.settings).admit(schema)
         self._serialize = EventSerializer(schema, schema_id)
+        if self.settings.create_topic:
+            self._ensure_topic()
         conf = self.settings.producer_config(
             error_cb=self._on_error, **self._overrides
         )
@@ -234,37 +254,46 @@ class PaymentProducer:
             raise TypeError(f"send() takes a PaymentEvent, got {type(event).__name__}")
         value = serialize(event)
         future = DeliveryFuture(event, self)
-        self._pending[id(future)] = future
         if on_delivery is not None:
             future.add_done_callback(on_delivery)
-        report = functools.partial(self._on_delivery, future)
         key = self._key(event).encode()
         deadline: float | None = None
         while True:
             try:
-                producer.produce(self.settings.topic, value, key, on_delivery=report)
+                producer.produce(self.settings.topic, value, key, on_delivery=future)
                 break
             except BufferError:
                 now = time.monotonic()
                 deadline = deadline or now + self._queue_timeout
                 if now >= deadline:
-                    raise KafkaError(
+                    reason = (
                         f"the local queue stayed full for {self._queue_timeout}s: the broker at "
                         f"{self.settings.bootstrap_servers} is not taking events "
-                        f"({self._last_error or 'no error reported'}); payment "
-                        f"{event.payment_id} was not queued",
+                        f"({self._last_error or 'no error reported'})"
+                    )
+                    raise DeliveryError(
+                        f"{reason}; payment {event.payment_id} was not queued, send it again",
+                        [(event, reason)],
                         code="_QUEUE_FULL",
                         retriable=True,
                     ) from None
                 producer.poll(0.05)
             except KafkaException as exc:
                 err = exc.args[0]
-                raise KafkaError(
+                raise DeliveryError(
                     f"cannot queue payment {event.payment_id}: {err.str()}",
+                    [(event, err.str())],
                     code=err.name(),
                     retriable=err.retriable(),
                 ) from None
-        producer.poll(0)
+        # Registered only once queued: an event send() raised for is the caller's, not flush's.
+        self._pending[id(future)] = future
+        # Serving delivery reports costs about as much as a produce; once a millisecond keeps
+        # callbacks timely and the report queue short without paying it on every send.
+        now = time.monotonic()
+        if now >= self._next_poll:
+            self._next_poll = now + _POLL_INTERVAL
+            producer.poll(0)
         return future
 
     def flush(self, timeout: float | None = None) -> None:
@@ -303,6 +332,14 @@ class PaymentProducer:
             )
         return self._producer, self._serialize
 
+    def _ensure_topic(self) -> None:
+        try:
+            ensure_topic(self.settings, timeout=_ENSURE_TOPIC_TIMEOUT)
+        except BrokerUnavailableError as exc:
+            # Not fatal: events queue in librdkafka and, if no broker comes, are reported
+            # undelivered by flush(), so nothing is lost by starting anyway.
+            log.warning("cannot check that topic %s exists: %s", self.settings.topic, exc)
+
     def _poll(self, timeout: float) -> None:
         if self._producer is not None:
             self._producer.poll(timeout)
@@ -310,7 +347,7 @@ class PaymentProducer:
     def _on_delivery(self, future: DeliveryFuture, err: Any, msg: Any) -> None:
         self._pending.pop(id(future), None)
         if err is None:
-            future._settle(Delivery(future.event, msg.topic(), msg.partition(), msg.offset()), None)
+            future._settle((msg.partition(), msg.offset()), None)
             return
         error = DeliveryError(
             f"payment {future.event.payment_id} was not delivered to {self.settings.topic}: "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -54,8 +55,9 @@ _PROTECTED_CONSUMER_KEYS = frozenset({"enable.auto.commit", "enable.auto.offset.
 
 
 def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
-        raise ConfigError(f"{attribute.name} must be > 0, got {value!r}")
+    # Written so NaN fails too: a NaN or infinite timeout would mean no timeout at all.
+    if not 0 < value < math.inf:
+        raise ConfigError(f"{attribute.name} must be > 0 and finite, got {value!r}")
 
 
 def _nonempty(_inst: object, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -71,6 +73,13 @@ def _level(_inst: object, _attribute: attrs.Attribute[Any], value: str) -> None:
 
 
 def _registry_url(_inst: object, _attribute: attrs.Attribute[Any], value: str) -> None:
+    # Checked first, and never echoed: a URL with user:password@ would show its secret in
+    # repr, logs and every registry error message.
+    if "@" in value.split("://", 1)[-1].split("/", 1)[0]:
+        raise ConfigError(
+            "registry_url must not carry credentials (user:password@host); set "
+            "PAYKAFKA_REGISTRY_USERNAME and PAYKAFKA_REGISTRY_PASSWORD, or PAYKAFKA_REGISTRY_TOKEN"
+        )
     if not value.startswith(("http://", "https://")):
         raise ConfigError(
             f"registry_url must start with http:// or https://, got {value!r} "
@@ -117,6 +126,15 @@ class Settings:
     registry_timeout: float = attrs.field(default=10.0, converter=float, validator=_positive)
     #: Topic the payment events live on. ``PAYKAFKA_TOPIC``.
     topic: str = attrs.field(default="payments", validator=_nonempty)
+    #: Create the topic when a producer starts and it is missing; ``False`` where topics are
+    #: provisioned by someone else. ``PAYKAFKA_CREATE_TOPIC``.
+    create_topic: bool = True
+    #: Partitions of a topic paykafka creates: several trackers share the work while each
+    #: user's payments stay in order (they are keyed by user). ``PAYKAFKA_TOPIC_PARTITIONS``.
+    topic_partitions: int = attrs.field(default=3, converter=int, validator=_positive)
+    #: Replication factor of a topic paykafka creates, capped at the brokers alive so the
+    #: default also works on a one-broker stack. ``PAYKAFKA_TOPIC_REPLICATION_FACTOR``.
+    topic_replication_factor: int = attrs.field(default=3, converter=int, validator=_positive)
     #: Consumer group of trackers. ``PAYKAFKA_GROUP_ID``.
     group_id: str = attrs.field(default="payment-tracker", validator=_nonempty)
     #: Register the schema when the producer starts; ``False`` for governed deployments
@@ -128,6 +146,10 @@ class Settings:
     #: Avro schema file to produce with and read into; the packaged contract when unset.
     #: ``PAYKAFKA_SCHEMA_PATH``.
     schema_path: Path | None = attrs.field(default=None, converter=_optional_path)
+    #: Directory where registry answers that never change (an id's schema, the id of our
+    #: schema) are kept, so a restarted producer or tracker starts while the registry is
+    #: down; off when unset. ``PAYKAFKA_SCHEMA_CACHE_DIR``.
+    schema_cache_dir: Path | None = attrs.field(default=None, converter=_optional_path)
     #: Dead-letter topic for records a tracker cannot decode or handle. ``PAYKAFKA_DLQ_TOPIC``.
     dlq_topic: str = attrs.field(default="payments.dlq", validator=_nonempty)
     #: Client id shown in broker logs and metrics. ``PAYKAFKA_CLIENT_ID``.
@@ -287,4 +309,7 @@ _ENV_PARSERS: dict[str, Callable[[str], Any]] = {
     "registry_timeout": float,
     "kafka_options": _as_json_object,
     "compatibility": _as_level,
+    "create_topic": _as_bool,
+    "topic_partitions": int,
+    "topic_replication_factor": int,
 }

@@ -17,6 +17,7 @@ import logging
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from types import FrameType, TracebackType
@@ -44,6 +45,8 @@ __all__ = ["PaymentTracker", "TrackedEvent"]
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 5.0
+# Records taken from librdkafka per consume() call; see PaymentTracker._next_message.
+_BATCH = 500
 
 
 @attrs.frozen
@@ -95,12 +98,15 @@ class PaymentTracker:
         self._decode: EventDeserializer | None = None
         self._dlq: DeadLetterWriter | None = None
         self._unacked: Any = None
+        self._batch: deque[Any] = deque()
         self._stop = threading.Event()
         self._replayed: set[tuple[str, int]] = set()
         self._assigned: set[tuple[str, int]] = set()
         self._at_end: set[tuple[str, int]] = set()
         self._handled = 0
         self._dead_lettered = 0
+        # Grows while the registry is out, across polls; a decoded record resets it.
+        self._decode_backoff = retry_backoff
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -145,6 +151,7 @@ class PaymentTracker:
         if consumer is None:
             return
         self._unacked = None
+        self._batch.clear()  # never handled, never stored: the group reads them again
         try:
             self._commit(consumer)
         finally:
@@ -183,12 +190,11 @@ class PaymentTracker:
         self.ack()
         deadline = time.monotonic() + timeout
         consumer = self._started()
-        backoff = self._retry_backoff
         while not self._stop.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            msg = consumer.poll(min(left, 0.5))
+            msg = self._next_message(consumer, min(left, 0.5))
             if msg is None:
                 continue
             if msg.error() is not None:
@@ -198,11 +204,17 @@ class PaymentTracker:
                 schema_id, event = self._decoder().decode(msg.value())
             except DecodeError as exc:
                 if exc.retriable:
-                    self._retry_later(consumer, msg, exc, backoff)
-                    backoff = min(backoff * 2, _MAX_BACKOFF)
+                    self._retry_later(consumer, msg, exc, self._decode_backoff)
+                    self._decode_backoff = min(self._decode_backoff * 2, _MAX_BACKOFF)
                     continue
                 self._dead_letter(msg, exc.reason.value, str(exc), exc.schema_id, exc)
                 continue
+            except BaseException:
+                # Not the record's fault (refused registry credentials...): it must be read
+                # again by whoever polls next, not skipped by a later stored offset.
+                self._rewind(msg)
+                raise
+            self._decode_backoff = self._retry_backoff
             self._unacked = msg
             key = msg.key()
             ts_type, ts = msg.timestamp()
@@ -247,7 +259,17 @@ class PaymentTracker:
                 continue
             idle_since = time.monotonic()
             count += 1
-            yield record
+            in_hand = self._unacked
+            try:
+                yield record
+            except GeneratorExit:
+                # The loop left early (break, or its body raised): the event in hand was not
+                # asked past, so it is read again instead of being acknowledged by the next poll.
+                # (Only if still in hand: a generator closed late must not touch a newer one.)
+                if in_hand is not None and self._unacked is in_hand:
+                    self._unacked = None
+                    self._rewind(in_hand)
+                raise
         self.ack()
 
     def __iter__(self) -> Iterator[PaymentEvent]:
@@ -306,6 +328,8 @@ class PaymentTracker:
                     delay = min(delay * 2, _MAX_BACKOFF)
                     continue
                 if not self._dead_letters:
+                    msg, self._unacked = self._unacked, None
+                    self._rewind(msg)
                     raise
                 msg, self._unacked = self._unacked, None
                 self._dead_letter(
@@ -333,10 +357,41 @@ class PaymentTracker:
             raise cause
         if self._dlq is None:
             self._dlq = DeadLetterWriter(self.settings)
-        self._dlq.write(msg, reason=reason, message=message, schema_id=schema_id, attempts=attempts)
+        try:
+            self._dlq.write(
+                msg, reason=reason, message=message, schema_id=schema_id, attempts=attempts
+            )
+        except BaseException:
+            self._rewind(msg)  # not dead-lettered, so not skipped either
+            raise
         self._dead_lettered += 1
         if self._consumer is not None:
             self._consumer.store_offsets(message=msg)
+
+    def _next_message(self, consumer: Consumer, timeout: float) -> Any:
+        """The next record: from the batch in hand, else from a new batch, else wait for one.
+
+        Why: one ``consume()`` per batch costs far less than one ``poll()`` per record. The
+        batch is taken without waiting (only what librdkafka has already fetched), and when
+        there is none ``poll()`` returns as soon as one record arrives, so batching adds no
+        latency. Records in hand are not acknowledged: a seek or a revoke drops those of its
+        partition (:meth:`_drop_batched`) and ``close()`` drops all, so they are read again.
+        """
+        batch = self._batch
+        if batch:
+            return batch.popleft()
+        records = consumer.consume(_BATCH, 0)
+        if records:
+            batch.extend(records)
+            return batch.popleft()
+        return consumer.poll(timeout)
+
+    def _drop_batched(self, topic: str | None, partition: int | None) -> None:
+        """Forget records in hand from one partition: it was sought back or revoked."""
+        if self._batch:
+            self._batch = deque(
+                m for m in self._batch if m.partition() != partition or m.topic() != topic
+            )
 
     def _retry_later(self, consumer: Consumer, msg: Any, exc: DecodeError, delay: float) -> None:
         log.warning(
@@ -348,7 +403,26 @@ class PaymentTracker:
             delay,
         )
         consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
+        self._drop_batched(msg.topic(), msg.partition())
         self._stop.wait(delay)
+
+    def _rewind(self, msg: Any) -> None:
+        """Seek back to ``msg`` so the next poll reads it again: it was not handled."""
+        if msg is None or self._consumer is None:
+            return
+        self._drop_batched(msg.topic(), msg.partition())
+        try:
+            self._consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
+        except KafkaException as exc:
+            # Partition revoked meanwhile: its new owner starts at the committed offset, which
+            # is still before this record.
+            log.info(
+                "cannot seek back to %s[%d]@%d: %s",
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),
+                exc.args[0].str(),
+            )
 
     def _on_message_error(self, msg: Any) -> None:
         err = msg.error()
@@ -374,6 +448,7 @@ class PaymentTracker:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._unacked = None
         for tp in partitions:
+            self._drop_batched(tp.topic, tp.partition)
             self._assigned.discard((tp.topic, tp.partition))
             self._at_end.discard((tp.topic, tp.partition))
         self._commit(consumer)

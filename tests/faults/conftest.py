@@ -1,0 +1,150 @@
+"""Fault tests: stacks of their own, a tracker in a thread, and the figures each test reports.
+
+Each stack lives in a pytest temp dir on ports no one else uses (the single node on
+39092/38081, the cluster on 49092-49094/48081; their controllers sit 1000 above the brokers),
+so killing a broker here never disturbs the shared ``paykafka stack up`` on 9092. Stacks are
+per module, so a file lock held by one module keeps two concurrent runs of these tests from
+colliding on the ports. A stack that cannot start is a test error, never a skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from paykafka._stack import Stack, StackConfig
+from paykafka._stack._process import port_is_free
+
+from ._support import Report
+
+SINGLE_KAFKA_PORT = 39092
+SINGLE_REGISTRY_PORT = 38081
+CLUSTER_KAFKA_PORT = 49092
+CLUSTER_REGISTRY_PORT = 48081
+
+_FIGURES: list[dict[str, Any]] = []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test in this folder as a fault test."""
+    for item in items:
+        if "/faults/" in str(item.path):
+            item.add_marker(pytest.mark.faults)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print every fault test's figures at the end, with or without ``-s``."""
+    if not _FIGURES:
+        return
+    terminalreporter.section("fault figures")
+    for row in _FIGURES:
+        terminalreporter.write_line(json.dumps(row))
+
+
+@pytest.fixture(scope="session")
+def figures_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One JSON line per fault test, under the session's temp dir."""
+    return tmp_path_factory.getbasetemp() / "fault-figures.jsonl"
+
+
+@pytest.fixture
+def report(request: pytest.FixtureRequest, figures_file: Path) -> Report:
+    """Record a test's figures: printed, kept for the summary and appended to the file."""
+
+    def write(**figures: Any) -> None:
+        row = {"test": request.node.name, **figures}
+        _FIGURES.append(row)
+        line = json.dumps(row)
+        print(f"FAULT FIGURES {line}")
+        with figures_file.open("a", encoding="utf-8") as out:
+            out.write(line + "\n")
+
+    return write
+
+
+@contextlib.contextmanager
+def _ports_held(kafka_port: int, wait: float = 300.0) -> Iterator[None]:
+    """Hold the fault ports against a concurrent run of these tests (by anyone on the host)."""
+    path = Path(tempfile.gettempdir()) / f"paykafka-faults-{kafka_port}.lock"
+    with path.open("w") as lock:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    pytest.fail(
+                        f"another fault-test run kept {path} (ports {kafka_port}...) locked for "
+                        f"{wait:.0f}s; wait for it to finish",
+                        pytrace=False,
+                    )
+                time.sleep(1.0)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _wait_for_free_ports(config: StackConfig, wait: float = 240.0) -> None:
+    """Wait out a run that holds our ports without the lock (an older checkout of these tests)."""
+    ports = [config.registry_port, config.management_port]
+    for node in config.node_ids:
+        ports += [config.broker_port(node), config.controller_port(node)]
+    deadline = time.monotonic() + wait
+    while busy := [p for p in ports if not port_is_free(p)]:
+        if time.monotonic() >= deadline:
+            pytest.fail(f"ports {busy} stayed busy for {wait:.0f}s; stop what holds them")
+        time.sleep(1.0)
+
+
+@contextlib.contextmanager
+def _own_stack(tmp: Path, *, brokers: int, kafka_port: int, registry_port: int) -> Iterator[Stack]:
+    """Start a stack of our own and always tear it down, data included."""
+    config = StackConfig.from_env(
+        state_dir=tmp,
+        brokers=brokers,
+        kafka_port=kafka_port,
+        registry_port=registry_port,
+        start_timeout=180.0,
+    )
+    stack = Stack(config)
+    with _ports_held(kafka_port):
+        _wait_for_free_ports(config)
+        try:
+            stack.up()
+            yield stack
+        finally:
+            stack.down(timeout=20.0, purge=True)
+
+
+@pytest.fixture(scope="module")
+def single_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A one-broker stack of our own on 39092 / 38081, torn down (and purged) afterwards."""
+    with _own_stack(
+        tmp_path_factory.mktemp("stack-single"),
+        brokers=1,
+        kafka_port=SINGLE_KAFKA_PORT,
+        registry_port=SINGLE_REGISTRY_PORT,
+    ) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def cluster_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A three-broker KRaft cluster of our own on 49092-49094 / 48081, torn down afterwards."""
+    with _own_stack(
+        tmp_path_factory.mktemp("stack-cluster"),
+        brokers=3,
+        kafka_port=CLUSTER_KAFKA_PORT,
+        registry_port=CLUSTER_REGISTRY_PORT,
+    ) as stack:
+        yield stack

@@ -1,0 +1,160 @@
+"""``paykafka dlq list | replay`` on the real broker: see dead letters, replay them once."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+
+from paykafka import PaymentEvent, PaymentProducer, PaymentTracker, Settings
+from paykafka._cli import main
+from paykafka._serde import frame_header
+
+
+def _flags(settings: Settings) -> list[str]:
+    return [
+        "--bootstrap-servers",
+        settings.bootstrap_servers,
+        "--registry-url",
+        settings.registry_url,
+        "--topic",
+        settings.topic,
+        "--group",
+        settings.group_id,
+        "--dlq-topic",
+        settings.dlq_topic,
+    ]
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    code, out, err = _run(capsys, *argv, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def _event(user: str) -> PaymentEvent:
+    return PaymentEvent(user=user, amount=Decimal("12.34"), currency="PLN", method="blik")
+
+
+def _dead_letter_some(settings: Settings) -> tuple[PaymentEvent, list[bytes]]:
+    """Two poison records and one event whose handler fails: three dead letters."""
+    victim = _event("unlucky")
+    poison = [b"\x13\x37 not avro", frame_header(987_654) + b"\x02"]
+    with PaymentProducer(settings) as producer:
+        producer.send(_event("fine"))
+        producer.send(victim)
+    raw = Producer(settings.producer_config())
+    for value in poison:
+        raw.produce(settings.topic, value, b"poison")
+    assert raw.flush(30) == 0
+
+    def handler(event: PaymentEvent) -> None:
+        if event.payment_id == victim.payment_id:
+            raise RuntimeError("ledger unavailable")
+
+    with PaymentTracker(settings, handler_retries=1, retry_backoff=0.01) as tracker:
+        tracker.run(handler, idle_timeout=5, handle_signals=False)
+        assert tracker.dead_lettered == 3
+    return victim, poison
+
+
+def test_list_on_a_missing_dlq_says_there_is_nothing(
+    topic_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With no dead-letter topic yet, list succeeds and says there is nothing pending."""
+    code, out, err = _run(capsys, "dlq", "list", *_flags(topic_settings))
+    assert (code, err) == (0, "")
+    assert out.strip() == f"no pending dead letters on {topic_settings.dlq_topic}"
+
+
+def test_list_shows_reason_source_and_schema_id(
+    topic_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """list --json gives each letter's reason, source topic/partition/offset and schema id."""
+    victim, poison = _dead_letter_some(topic_settings)
+    rows = _json(capsys, "dlq", "list", *_flags(topic_settings))
+    assert sorted(r["reason"] for r in rows) == [
+        "handler_failed",
+        "not_confluent_framing",
+        "unknown_schema_id",
+    ]
+    assert {r["source_topic"] for r in rows} == {topic_settings.topic}
+    assert all(r["source_offset"] >= 0 and r["source_partition"] >= 0 for r in rows)
+    by_reason = {r["reason"]: r for r in rows}
+    assert by_reason["unknown_schema_id"]["schema_id"] == 987_654
+    assert "ledger unavailable" in by_reason["handler_failed"]["message"]
+    assert by_reason["handler_failed"]["key"] == victim.user
+    code, out, _ = _run(capsys, "dlq", "list", *_flags(topic_settings))
+    assert code == 0
+    assert out.startswith(f"3 pending dead letters on {topic_settings.dlq_topic}")
+    assert f"{topic_settings.topic}[" in out
+    assert "987654" in out
+    assert len(poison) == 2
+
+
+def test_replay_sends_letters_back_once(
+    topic_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """replay --reason re-produces the original record once; a second replay finds nothing."""
+    victim, _ = _dead_letter_some(topic_settings)
+    flags = _flags(topic_settings)
+
+    dry = _json(capsys, "dlq", "replay", "--reason", "handler_failed", "--dry-run", *flags)
+    assert (dry["replayed"], dry["kept"], dry["dry_run"]) == (1, 2, True)
+    assert len(_json(capsys, "dlq", "list", *flags)) == 3  # a dry run changes nothing
+
+    code, out, err = _run(capsys, "dlq", "replay", "--reason", "handler_failed", *flags)
+    assert (code, err) == (0, "")
+    assert out.strip() == (
+        f"replayed 1 dead letter(s) (1 to {topic_settings.topic}) of reason handler_failed; "
+        f"2 of other reasons stay pending on {topic_settings.dlq_topic}"
+    )
+    # The fixed handler now gets the very same payment back.
+    got: list[PaymentEvent] = []
+    with PaymentTracker(topic_settings) as tracker:
+        tracker.run(got.append, max_events=1, idle_timeout=20, handle_signals=False)
+    assert got == [victim]
+
+    stored = len(_json(capsys, "dlq", "list", "--all", *flags))
+    again = _json(capsys, "dlq", "replay", "--reason", "handler_failed", *flags)
+    assert (again["replayed"], again["kept"]) == (0, 2)
+    pending = _json(capsys, "dlq", "list", *flags)
+    assert sorted(r["reason"] for r in pending) == ["not_confluent_framing", "unknown_schema_id"]
+    assert len(_json(capsys, "dlq", "list", "--all", *flags)) == stored  # a no-op writes nothing
+
+
+def test_replay_of_everything_is_not_repeated(
+    topic_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """replay without --reason writes back every pending letter, and nothing the second time."""
+    _dead_letter_some(topic_settings)
+    flags = _flags(topic_settings)
+    first = _json(capsys, "dlq", "replay", *flags)
+    assert (first["replayed"], first["kept"]) == (3, 0)
+    assert first["by_topic"] == {topic_settings.topic: 3}
+    assert _json(capsys, "dlq", "replay", *flags)["replayed"] == 0
+    assert _json(capsys, "dlq", "list", *flags) == []
+
+
+def test_unreachable_broker_is_a_one_line_error(
+    topic_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With no broker at the address, dlq list fails with exit 1 and says what to do."""
+    flags = _flags(topic_settings)
+    flags[1] = "127.0.0.1:1"
+    code, out, err = _run(capsys, "dlq", "list", "--timeout", "2", *flags)
+    assert code == 1
+    assert out == ""
+    assert err.startswith("paykafka: error: no Kafka broker answered at 127.0.0.1:1")
+    assert "paykafka stack up" in err
+    assert str(uuid.UUID(int=0)) not in err
