@@ -10,15 +10,14 @@ colliding on the ports. A stack that cannot start is a test error, never a skip.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _locks import ports_lock
 
 from paykafka._stack import Stack, StackConfig
 from paykafka._stack._process import port_is_free
@@ -70,30 +69,6 @@ def report(request: pytest.FixtureRequest, figures_file: Path) -> Report:
     return write
 
 
-@contextlib.contextmanager
-def _ports_held(kafka_port: int, wait: float = 300.0) -> Iterator[None]:
-    """Hold the fault ports against a concurrent run of these tests (by anyone on the host)."""
-    path = Path(tempfile.gettempdir()) / f"paykafka-faults-{kafka_port}.lock"
-    with path.open("w") as lock:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    pytest.fail(
-                        f"another fault-test run kept {path} (ports {kafka_port}...) locked for "
-                        f"{wait:.0f}s; wait for it to finish",
-                        pytrace=False,
-                    )
-                time.sleep(1.0)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _wait_for_free_ports(config: StackConfig, wait: float = 240.0) -> None:
     """Wait out a run that holds our ports without the lock (an older checkout of these tests)."""
     ports = [config.registry_port, config.management_port]
@@ -117,7 +92,7 @@ def _own_stack(tmp: Path, *, brokers: int, kafka_port: int, registry_port: int) 
         start_timeout=180.0,
     )
     stack = Stack(config)
-    with _ports_held(kafka_port):
+    with ports_lock(f"paykafka-faults-{kafka_port}", wait=300.0):
         _wait_for_free_ports(config)
         try:
             stack.up()

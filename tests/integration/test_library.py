@@ -107,7 +107,7 @@ def test_stock_deserializer_reads_paykafka_events(topic_settings: Settings) -> N
     with PaymentProducer(topic_settings) as producer:
         for e in sent:
             producer.send(e)
-    registry = SchemaRegistryClient({"url": topic_settings.registry_url})
+    registry = SchemaRegistryClient({"url": topic_settings.registry_url, "timeout": 10})
     deserialize = AvroDeserializer(registry)
     consumer = Consumer(topic_settings.consumer_config(**{"group.id": "stock-reader"}))
     consumer.subscribe([topic_settings.topic])
@@ -128,7 +128,7 @@ def test_stock_deserializer_reads_paykafka_events(topic_settings: Settings) -> N
 
 def test_stock_serializer_events_are_tracked(topic_settings: Settings) -> None:
     """Events written by the stock AvroSerializer with our schema arrive as PaymentEvents."""
-    registry = SchemaRegistryClient({"url": topic_settings.registry_url})
+    registry = SchemaRegistryClient({"url": topic_settings.registry_url, "timeout": 10})
     serialize = AvroSerializer(registry, load_schema().text)
     producer = Producer(topic_settings.producer_config())
     sent = events(5, user="stock")

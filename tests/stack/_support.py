@@ -9,13 +9,10 @@ stack is taken down, data included, however its tests end.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from _locks import ports_lock
 
 from paykafka._stack import Stack, StackConfig
 from paykafka._stack._process import pids_mentioning
@@ -41,30 +38,10 @@ def jvms_of(state_dir: Path) -> list[int]:
 
 
 @contextlib.contextmanager
-def ports_held(wait: float = 600.0) -> Iterator[None]:
-    """Hold our ports against a concurrent run of these tests by anyone on the host."""
-    path = Path(tempfile.gettempdir()) / f"paykafka-stack-tests-{KAFKA_PORT}.lock"
-    with path.open("w") as lock:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    pytest.fail(f"{path} stayed locked for {wait:.0f}s", pytrace=False)
-                time.sleep(1.0)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
 def running_stack(state_dir: Path, *, brokers: int = 1) -> Iterator[Stack]:
     """A stack of our own, up for the block and always down (and purged) after it."""
     stack = Stack(stack_config(state_dir, brokers=brokers))
-    with ports_held():
+    with ports_lock(f"paykafka-stack-tests-{KAFKA_PORT}", wait=600.0):
         try:
             stack.up()
             yield stack
