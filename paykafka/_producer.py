@@ -184,9 +184,7 @@ class PaymentProducer:
         self._serialize = EventSerializer(schema, schema_id)
         if self.settings.create_topic:
             self._ensure_topic()
-        conf = self.settings.producer_config(
-            error_cb=self._on_error, **self._overrides
-        )
+        conf = self.settings.producer_config(error_cb=self._on_error, **self._overrides)
         self._producer = Producer(conf)
         log.info(
             "producer ready: topic %s, subject %s, schema id %d",
