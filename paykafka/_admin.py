@@ -483,9 +483,7 @@ class KafkaAdmin:
         metadata = self._metadata()
         if name in metadata.topics:
             return False
-        replication = replication_for(
-            self.settings.topic_replication_factor, len(metadata.brokers)
-        )
+        replication = replication_for(self.settings.topic_replication_factor, len(metadata.brokers))
         try:
             self.create_topic(
                 name,
@@ -515,9 +513,7 @@ class KafkaAdmin:
         request = ConsumerGroupTopicPartitions(
             group, [TopicPartition(topic, p) for p in partitions]
         )
-        futures = self._admin.list_consumer_group_offsets(
-            [request], request_timeout=self.timeout
-        )
+        futures = self._admin.list_consumer_group_offsets([request], request_timeout=self.timeout)
         answer = self._result(futures[group], f"reading the offsets of group {group!r}")
         found: dict[int, int | None] = dict.fromkeys(partitions)
         for tp in answer.topic_partitions or []:
@@ -706,9 +702,7 @@ class TopicReader:
         try:
             metadata = consumer.list_topics(timeout=self.timeout)
         except KafkaException as exc:
-            raise _translate(
-                self.settings, self.timeout, exc, "reading cluster metadata"
-            ) from None
+            raise _translate(self.settings, self.timeout, exc, "reading cluster metadata") from None
         if topic not in metadata.topics:
             raise _unknown_topic(self.settings, topic)
         partitions = sorted(metadata.topics[topic].partitions)

@@ -67,14 +67,18 @@ Command = Callable[[argparse.Namespace], int]
 def register(sub: Any) -> None:
     """Add the operator commands to the top-level parser."""
     topics = _parser(
-        sub, "topics", "list topics (internal ones marked)",
+        sub,
+        "topics",
+        "list topics (internal ones marked)",
         "List every topic with its partitions and replication factor; Kafka's internal topics "
         "(__consumer_offsets...) are marked. Tutorial: kafka-topics --list.",
     )
     topics.set_defaults(func=_topics)
 
     describe = _parser(
-        sub, "describe", "partitions, leaders, replicas, ISR and health of a topic",
+        sub,
+        "describe",
+        "partitions, leaders, replicas, ISR and health of a topic",
         "Describe a topic: PartitionCount, ReplicationFactor, the settings that decide "
         "durability (retention.ms, min.insync.replicas, cleanup.policy), each partition's "
         "Leader, Replicas and Isr with the health reading (Isr == Replicas healthy, Isr < "
@@ -85,7 +89,9 @@ def register(sub: Any) -> None:
     describe.set_defaults(func=_describe)
 
     create = _parser(
-        sub, "create-topic", "create a topic",
+        sub,
+        "create-topic",
+        "create a topic",
         "Create a topic. min.insync.replicas is set to replication factor - 1 (at least 1) so "
         "acks=all writes survive one broker loss; --config overrides it.",
     )
@@ -94,11 +100,15 @@ def register(sub: Any) -> None:
         "--partitions", type=_positive_int, help="default: PAYKAFKA_TOPIC_PARTITIONS (3)"
     )
     create.add_argument(
-        "--replication-factor", type=_positive_int,
+        "--replication-factor",
+        type=_positive_int,
         help="default: PAYKAFKA_TOPIC_REPLICATION_FACTOR (3), capped at the brokers alive",
     )
     create.add_argument(
-        "--config", action="append", default=[], metavar="KEY=VALUE",
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="a topic setting, e.g. retention.ms=86400000 (repeatable)",
     )
     create.add_argument(
@@ -107,7 +117,9 @@ def register(sub: Any) -> None:
     create.set_defaults(func=_create_topic)
 
     events = _parser(
-        sub, "events", "print decoded events, one JSON line each",
+        sub,
+        "events",
+        "print decoded events, one JSON line each",
         "Print the topic's events decoded from Avro, one JSON line each with partition and "
         "offset; a record that does not decode is printed with the reason instead. Reads "
         "without a consumer group (nothing committed, nothing dead-lettered) and, like the "
@@ -125,13 +137,16 @@ def register(sub: Any) -> None:
     events.add_argument("--partition", type=_non_negative_int, help="read only this partition")
     events.add_argument("--max-messages", type=_positive_int, help="stop after N records")
     events.add_argument(
-        "--until-end", action="store_true",
+        "--until-end",
+        action="store_true",
         help="stop once every partition is read up to where it ended when reading began",
     )
     events.set_defaults(func=_events)
 
     lag = _parser(
-        sub, "lag", "how far a consumer group is behind",
+        sub,
+        "lag",
+        "how far a consumer group is behind",
         "Per partition: the group's committed offset, the end offset and the lag (events not "
         "yet read), and the total. Tutorial equivalent: kafka-consumer-groups --describe "
         "--group payment-tracker.",
@@ -139,7 +154,9 @@ def register(sub: Any) -> None:
     lag.set_defaults(func=_lag)
 
     produce = _parser(
-        sub, "produce", "send payment events",
+        sub,
+        "produce",
+        "send payment events",
         "Send payment events (the tutorial's producer.py): validated, Avro-encoded with the "
         "registered schema, keyed by user. Creates the topic if missing (PAYKAFKA_CREATE_TOPIC).",
     )
@@ -151,7 +168,9 @@ def register(sub: Any) -> None:
     produce.set_defaults(func=_produce)
 
     track = _parser(
-        sub, "track", "follow payment events as the tracker group",
+        sub,
+        "track",
+        "follow payment events as the tracker group",
         "Follow payment events as a member of the tracker group (the tutorial's tracker.py): "
         "offsets are committed, undecodable records go to the dead-letter topic. Ctrl+C stops "
         "cleanly.",
@@ -176,7 +195,9 @@ def _parser(
     )
     add_connection_flags(parser, json_flag=json_flag)
     parser.add_argument(
-        "--timeout", type=_positive_float, default=DEFAULT_TIMEOUT,
+        "--timeout",
+        type=_positive_float,
+        default=DEFAULT_TIMEOUT,
         help=f"seconds to wait for the brokers (default {DEFAULT_TIMEOUT:g})",
     )
     return parser
@@ -286,9 +307,9 @@ def _description_text(topic: TopicDescription, subject: SubjectStatus) -> str:
         f"Topic: {topic.name}   PartitionCount: {topic.partition_count}   "
         f"ReplicationFactor: {topic.replication_factor}"
         + ("   (internal)" if topic.internal else ""),
-        "Configs: " + "   ".join(
-            f"{c.name}={c.value} ({_config_note(c.name, c.value, c.source)})"
-            for c in topic.configs
+        "Configs: "
+        + "   ".join(
+            f"{c.name}={c.value} ({_config_note(c.name, c.value, c.source)})" for c in topic.configs
         ),
         "",
         print_table(
@@ -466,9 +487,7 @@ def _events(args: argparse.Namespace) -> int:
                 offset=args.offset,
             )
             try:
-                for view in reader.records(
-                    max_records=args.max_messages, until_end=args.until_end
-                ):
+                for view in reader.records(max_records=args.max_messages, until_end=args.until_end):
                     progress.clear()
                     print(record_line(view), flush=True)
                     shown += 1
@@ -632,9 +651,7 @@ def _track(args: argparse.Namespace) -> int:
             flush=True,
         )
         try:
-            for record in tracker.records(
-                max_records=args.max_events, stop_at_end=args.until_end
-            ):
+            for record in tracker.records(max_records=args.max_events, stop_at_end=args.until_end):
                 if args.json:
                     print(record_line(record), flush=True)
                 else:

@@ -31,7 +31,9 @@ def register(subparsers: Any) -> None:
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--state-dir", type=Path, default=None,
+        "--state-dir",
+        type=Path,
+        default=None,
         help="pids, data and logs (env PAYKAFKA_STACK_DIR; default ~/.cache/paykafka/stack)",
     )
 
@@ -39,20 +41,29 @@ def register(subparsers: Any) -> None:
         "up", parents=[common], help="start the stack (idempotent) and wait until it answers"
     )
     up.add_argument(
-        "--brokers", type=int, default=None, choices=range(1, MAX_BROKERS + 1),
+        "--brokers",
+        type=int,
+        default=None,
+        choices=range(1, MAX_BROKERS + 1),
         metavar=f"{{1..{MAX_BROKERS}}}",
         help="KRaft nodes; brokers listen on kafka-port, +1, +2... (default 1)",
     )
     up.add_argument(
-        "--kafka-port", type=int, default=None,
+        "--kafka-port",
+        type=int,
+        default=None,
         help="first broker port (env PAYKAFKA_STACK_KAFKA_PORT; default 9092)",
     )
     up.add_argument(
-        "--registry-port", type=int, default=None,
+        "--registry-port",
+        type=int,
+        default=None,
         help="registry HTTP port (env PAYKAFKA_STACK_REGISTRY_PORT; default 8081)",
     )
     up.add_argument(
-        "--timeout", type=float, default=None,
+        "--timeout",
+        type=float,
+        default=None,
         help="seconds to wait for the broker and registry to answer (default 120)",
     )
     up.set_defaults(func=_up)
@@ -62,7 +73,9 @@ def register(subparsers: Any) -> None:
         "--purge", action="store_true", help="also delete Kafka data and registered schemas"
     )
     down.add_argument(
-        "--timeout", type=float, default=30.0,
+        "--timeout",
+        type=float,
+        default=30.0,
         help="seconds to wait after SIGTERM before SIGKILL (default 30)",
     )
     down.set_defaults(func=_down)
@@ -73,7 +86,10 @@ def register(subparsers: Any) -> None:
 
     logs = commands.add_parser("logs", parents=[common], help="show the stack's log files")
     logs.add_argument(
-        "target", nargs="?", default="all", choices=("kafka", "registry", "all"),
+        "target",
+        nargs="?",
+        default="all",
+        choices=("kafka", "registry", "all"),
         help="whose logs (default all)",
     )
     logs.add_argument("-n", "--lines", type=int, default=50, help="last N lines (default 50)")
@@ -82,13 +98,15 @@ def register(subparsers: Any) -> None:
 
 
 def _stack(args: argparse.Namespace) -> Stack:
-    return Stack(StackConfig.from_env(
-        state_dir=args.state_dir,
-        brokers=getattr(args, "brokers", None),
-        kafka_port=getattr(args, "kafka_port", None),
-        registry_port=getattr(args, "registry_port", None),
-        start_timeout=getattr(args, "timeout", None) if args.stack_command == "up" else None,
-    ))
+    return Stack(
+        StackConfig.from_env(
+            state_dir=args.state_dir,
+            brokers=getattr(args, "brokers", None),
+            kafka_port=getattr(args, "kafka_port", None),
+            registry_port=getattr(args, "registry_port", None),
+            start_timeout=getattr(args, "timeout", None) if args.stack_command == "up" else None,
+        )
+    )
 
 
 def _up(args: argparse.Namespace) -> int:

@@ -58,8 +58,11 @@ def ensure_kafka(cache_dir: Path) -> Path:
         log.info("resolving %s and its runtime dependencies with Maven", KAFKA_COORDINATES)
         _maven(
             KAFKA_COORDINATES,
-            "-f", str(pom), f"{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies",
-            "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
+            "-f",
+            str(pom),
+            f"{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={staging}",
         )
         if not any(staging.glob("kafka_*.jar")):
             raise StackError(f"Maven finished but {staging} holds no kafka jar")
@@ -81,7 +84,8 @@ def ensure_apicurio(cache_dir: Path) -> Path:
         log.info("downloading %s with Maven", APICURIO_COORDINATES)
         _maven(
             APICURIO_COORDINATES,
-            f"{MAVEN_DEPENDENCY_PLUGIN}:copy", f"-Dartifact={APICURIO_COORDINATES}",
+            f"{MAVEN_DEPENDENCY_PLUGIN}:copy",
+            f"-Dartifact={APICURIO_COORDINATES}",
             f"-DoutputDirectory={downloads}",
         )
         archives = sorted(downloads.glob(f"apicurio-registry-app-{APICURIO_VERSION}*.tar.gz"))
@@ -128,12 +132,17 @@ def _maven(what: str, *args: str) -> None:
     argv = [mvn, "-B", "-q", *args]
     try:
         result = subprocess.run(  # noqa: S603 - our own argv, no shell
-            argv, capture_output=True, text=True, timeout=_MAVEN_TIMEOUT, check=False,
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=_MAVEN_TIMEOUT,
+            check=False,
         )
     except subprocess.TimeoutExpired as exc:
         raise StackError(
             f"downloading {what} with Maven took over {_MAVEN_TIMEOUT:.0f}s; check the network "
-            "and retry", retriable=True,
+            "and retry",
+            retriable=True,
         ) from exc
     if result.returncode != 0:
         raise StackError(

@@ -88,9 +88,7 @@ class StackConfig:
     brokers: int = attrs.field(default=1, validator=_check_brokers)
     """Combined broker+controller nodes in the KRaft cluster. ``PAYKAFKA_STACK_BROKERS``."""
 
-    java_home: Path | None = attrs.field(
-        default=None, converter=attrs.converters.optional(Path)
-    )
+    java_home: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     """Force one JDK for both JVMs instead of discovering one. ``PAYKAFKA_JAVA_HOME``."""
 
     kafka_heap_mb: int = attrs.field(default=512, validator=_check_heap)
@@ -103,9 +101,7 @@ class StackConfig:
     """Seconds ``up`` waits for the broker and the registry to answer."""
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> StackConfig:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> StackConfig:
         """Defaults, overridden by ``PAYKAFKA_*`` variables, overridden by keyword arguments.
 
         Keyword arguments that are ``None`` are ignored, so a CLI can pass its options through.

@@ -159,15 +159,17 @@ class Stack:
             running = record is not None and _process.is_running(record)
             pid = record.pid if record is not None and running else None
             port = self._client_port(config, name, record)
-            components.append(ComponentStatus(
-                name=name,
-                running=running,
-                pid=pid,
-                port=port,
-                endpoint=config.registry_url if name == REGISTRY else f"localhost:{port}",
-                rss_bytes=_process.rss_bytes(pid) if pid is not None else None,
-                log_file=self._log_file(config, name),
-            ))
+            components.append(
+                ComponentStatus(
+                    name=name,
+                    running=running,
+                    pid=pid,
+                    port=port,
+                    endpoint=config.registry_url if name == REGISTRY else f"localhost:{port}",
+                    rss_bytes=_process.rss_bytes(pid) if pid is not None else None,
+                    log_file=self._log_file(config, name),
+                )
+            )
         return StackStatus(
             state_dir=config.state_dir,
             components=tuple(components),
@@ -236,14 +238,17 @@ class Stack:
         java_home = self.config.java_home
         kafka_java = (
             find_java(KAFKA_MIN_JAVA, purpose=f"Kafka {KAFKA_VERSION}", java_home=java_home)
-            if nodes else None
+            if nodes
+            else None
         )
         registry_java = (
             find_java(
-                APICURIO_MIN_JAVA, purpose=f"Apicurio Registry {APICURIO_VERSION}",
+                APICURIO_MIN_JAVA,
+                purpose=f"Apicurio Registry {APICURIO_VERSION}",
                 java_home=java_home,
             )
-            if REGISTRY in names else None
+            if REGISTRY in names
+            else None
         )
         self._check_ports(names)
         libs = _artifacts.ensure_kafka(self.config.cache_dir) if nodes else None
@@ -253,23 +258,30 @@ class Stack:
         started: list[ProcessRecord] = []
         try:
             if registry_java is not None and app is not None:  # slowest to start: first
-                started.append(self._spawn(
-                    REGISTRY,
-                    _registry.registry_command(self.config, registry_java, app),
-                    _registry.output_file(self.config),
-                    (self.config.registry_port, self.config.management_port),
-                ))
+                started.append(
+                    self._spawn(
+                        REGISTRY,
+                        _registry.registry_command(self.config, registry_java, app),
+                        _registry.output_file(self.config),
+                        (self.config.registry_port, self.config.management_port),
+                    )
+                )
             if kafka_java is not None and libs is not None:
                 for node_id in nodes:
                     _kafka.write_node_config(self.config, node_id)
                 _kafka.format_storage(self.config, kafka_java, libs)
                 for node_id in nodes:
-                    started.append(self._spawn(
-                        f"kafka-{node_id}",
-                        _kafka.kafka_command(self.config, node_id, kafka_java, libs),
-                        _kafka.output_file(self.config, node_id),
-                        (self.config.broker_port(node_id), self.config.controller_port(node_id)),
-                    ))
+                    started.append(
+                        self._spawn(
+                            f"kafka-{node_id}",
+                            _kafka.kafka_command(self.config, node_id, kafka_java, libs),
+                            _kafka.output_file(self.config, node_id),
+                            (
+                                self.config.broker_port(node_id),
+                                self.config.controller_port(node_id),
+                            ),
+                        )
+                    )
             if wait:
                 self._wait_ready(started, time.monotonic() + self.config.start_timeout)
         except BaseException:
@@ -295,14 +307,20 @@ class Stack:
         for node_id in self.config.node_ids:
             if self._is_running(f"kafka-{node_id}"):
                 port = self.config.broker_port(node_id)
-                checks.append((f"Kafka node {node_id} at localhost:{port}",
-                               functools.partial(_kafka.node_ready, node_id, port)))
+                checks.append(
+                    (
+                        f"Kafka node {node_id} at localhost:{port}",
+                        functools.partial(_kafka.node_ready, node_id, port),
+                    )
+                )
         if self._is_running(REGISTRY):
             port = self.config.registry_port
-            checks.append((
-                f"the registry at {self.config.registry_url}",
-                functools.partial(_registry.registry_answers, port),
-            ))
+            checks.append(
+                (
+                    f"the registry at {self.config.registry_url}",
+                    functools.partial(_registry.registry_answers, port),
+                )
+            )
         pending = list(checks)
         while pending:
             for record in started:
@@ -328,8 +346,7 @@ class Stack:
             files = [_kafka.output_file(self.config, node), _kafka.log_file(self.config, node)]
         lines = [line for f in files for line in _logs.tail(f, 200)]
         errors = [
-            line for line in lines
-            if "ERROR" in line or "Exception" in line or "Error:" in line
+            line for line in lines if "ERROR" in line or "Exception" in line or "Error:" in line
         ]
         detail = (errors or lines or ["no output"])[-1].strip()
         return (
@@ -362,18 +379,34 @@ class Stack:
         for name in names:
             if name == REGISTRY:
                 ports = [
-                    (self.config.registry_port, "registry HTTP", "--registry-port",
-                     "PAYKAFKA_STACK_REGISTRY_PORT"),
-                    (self.config.management_port, "registry management", "--registry-port",
-                     "PAYKAFKA_STACK_REGISTRY_PORT"),
+                    (
+                        self.config.registry_port,
+                        "registry HTTP",
+                        "--registry-port",
+                        "PAYKAFKA_STACK_REGISTRY_PORT",
+                    ),
+                    (
+                        self.config.management_port,
+                        "registry management",
+                        "--registry-port",
+                        "PAYKAFKA_STACK_REGISTRY_PORT",
+                    ),
                 ]
             else:
                 node = _node_number(name)
                 ports = [
-                    (self.config.broker_port(node), f"{name} broker", "--kafka-port",
-                     "PAYKAFKA_STACK_KAFKA_PORT"),
-                    (self.config.controller_port(node), f"{name} controller", "--kafka-port",
-                     "PAYKAFKA_STACK_KAFKA_PORT"),
+                    (
+                        self.config.broker_port(node),
+                        f"{name} broker",
+                        "--kafka-port",
+                        "PAYKAFKA_STACK_KAFKA_PORT",
+                    ),
+                    (
+                        self.config.controller_port(node),
+                        f"{name} controller",
+                        "--kafka-port",
+                        "PAYKAFKA_STACK_KAFKA_PORT",
+                    ),
                 ]
             for port, role, option, variable in ports:
                 if not _process.port_is_free(port):

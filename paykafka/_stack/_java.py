@@ -107,7 +107,9 @@ def find_java(
     best = max(suitable, key=lambda r: r.version)
     if from_env is not None:
         log.info(
-            "JAVA_HOME is Java %d, too old for %s; using %s", from_env.version, purpose,
+            "JAVA_HOME is Java %d, too old for %s; using %s",
+            from_env.version,
+            purpose,
             best.describe(),
         )
     return best
@@ -162,7 +164,10 @@ def _ask_jvm(java: Path) -> int | None:
     try:
         out = subprocess.run(  # noqa: S603 - our own argv, no shell
             [str(java), "-XshowSettings:properties", "-version"],
-            capture_output=True, text=True, timeout=30, check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None

@@ -129,7 +129,8 @@ def write_node_config(config: StackConfig, node_id: int) -> Path:
 def format_storage(config: StackConfig, java: JavaRuntime, libs: Path) -> None:
     """Format each node's log dir once; later ``up``s find ``meta.properties`` and skip it."""
     pending = [
-        n for n in config.node_ids
+        n
+        for n in config.node_ids
         if not (node_dir(config, n) / "data" / "meta.properties").exists()
     ]
     if not pending:
@@ -139,14 +140,28 @@ def format_storage(config: StackConfig, java: JavaRuntime, libs: Path) -> None:
     for node_id in pending:
         directory = node_dir(config, node_id)
         argv = [
-            str(java.executable), "-Xmx256m", *java.quiet_flags(), *_log_flags(directory),
-            "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
-            "-t", cluster_id, "-c", str(directory / "server.properties"),
+            str(java.executable),
+            "-Xmx256m",
+            *java.quiet_flags(),
+            *_log_flags(directory),
+            "-cp",
+            f"{libs}/*",
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(directory / "server.properties"),
         ]
         log.info("formatting Kafka storage of node %d (cluster %s)", node_id, cluster_id)
-        procs.append((node_id, subprocess.Popen(  # noqa: S603 - our own argv, no shell
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )))
+        procs.append(
+            (
+                node_id,
+                subprocess.Popen(  # noqa: S603 - our own argv, no shell
+                    argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+                ),
+            )
+        )
     for node_id, proc in procs:
         out, _ = proc.communicate(timeout=120)
         if proc.returncode != 0:
@@ -154,16 +169,19 @@ def format_storage(config: StackConfig, java: JavaRuntime, libs: Path) -> None:
             raise StackError(f"formatting Kafka storage of node {node_id} failed: {last[0]}")
 
 
-def kafka_command(
-    config: StackConfig, node_id: int, java: JavaRuntime, libs: Path
-) -> list[str]:
+def kafka_command(config: StackConfig, node_id: int, java: JavaRuntime, libs: Path) -> list[str]:
     directory = node_dir(config, node_id)
     return [
         str(java.executable),
-        "-Xms128m", f"-Xmx{config.kafka_heap_mb}m", *_JVM_FLAGS, *java.quiet_flags(),
+        "-Xms128m",
+        f"-Xmx{config.kafka_heap_mb}m",
+        *_JVM_FLAGS,
+        *java.quiet_flags(),
         *_log_flags(directory),
-        "-cp", f"{libs}/*",
-        "kafka.Kafka", str(directory / "server.properties"),
+        "-cp",
+        f"{libs}/*",
+        "kafka.Kafka",
+        str(directory / "server.properties"),
     ]
 
 

@@ -90,7 +90,12 @@ def spawn(
     try:
         starter = subprocess.run(  # noqa: S603 - fixed script, argv passed as "$@"
             ["/bin/sh", "-c", _SPAWN_SCRIPT, "paykafka-spawn", str(output), *argv],
-            cwd=cwd, env=dict(env), capture_output=True, text=True, timeout=30, check=True,
+            cwd=cwd,
+            env=dict(env),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
             start_new_session=True,
         )
         pid = int(starter.stdout.strip())
@@ -133,8 +138,9 @@ def terminate(record: ProcessRecord, *, timeout: float) -> bool:
     send_signal(record, signal.SIGCONT)  # a paused JVM cannot act on SIGTERM
     if wait_gone(record, timeout):
         return False
-    log.warning("%s (pid %d) ignored SIGTERM for %.0fs; killing it", record.name, record.pid,
-                timeout)
+    log.warning(
+        "%s (pid %d) ignored SIGTERM for %.0fs; killing it", record.name, record.pid, timeout
+    )
     send_signal(record, signal.SIGKILL)
     if not wait_gone(record, 10.0):
         raise StackError(f"{record.name} (pid {record.pid}) survived SIGKILL")
@@ -257,8 +263,9 @@ def _proc_pids() -> Iterator[Path]:
 def _short_cmdline(pid_dir: Path) -> str:
     """The command, with a JVM's flags dropped so its main class or jar shows."""
     try:
-        argv = [a for a in (pid_dir / "cmdline").read_bytes().decode(errors="replace").split("\0")
-                if a]
+        argv = [
+            a for a in (pid_dir / "cmdline").read_bytes().decode(errors="replace").split("\0") if a
+        ]
     except OSError:
         return "?"
     if argv and Path(argv[0]).name == "java":

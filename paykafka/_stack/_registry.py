@@ -82,9 +82,12 @@ def registry_command(config: StackConfig, java: JavaRuntime, app: Path) -> list[
     }
     return [
         str(java.executable),
-        "-Xms64m", f"-Xmx{config.registry_heap_mb}m", *_JVM_FLAGS,
+        "-Xms64m",
+        f"-Xmx{config.registry_heap_mb}m",
+        *_JVM_FLAGS,
         *(f"-D{k}={v}" for k, v in props.items()),
-        "-jar", str(app / "quarkus-run.jar"),
+        "-jar",
+        str(app / "quarkus-run.jar"),
     ]
 
 

@@ -36,17 +36,22 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 def flags(settings: Settings) -> list[str]:
     return [
-        "--bootstrap-servers", settings.bootstrap_servers,
-        "--registry-url", settings.registry_url,
-        "--topic", settings.topic,
-        "--group", settings.group_id,
+        "--bootstrap-servers",
+        settings.bootstrap_servers,
+        "--registry-url",
+        settings.registry_url,
+        "--topic",
+        settings.topic,
+        "--group",
+        settings.group_id,
     ]
 
 
 def send(settings: Settings, n: int, user: str = "marek") -> list[PaymentEvent]:
     sent = [
-        PaymentEvent(user=f"{user}-{i % 3}", amount=Decimal(f"{i + 1}.25"), currency="PLN",
-                     method="blik")
+        PaymentEvent(
+            user=f"{user}-{i % 3}", amount=Decimal(f"{i + 1}.25"), currency="PLN", method="blik"
+        )
         for i in range(n)
     ]
     with PaymentProducer(settings) as producer:
@@ -153,8 +158,13 @@ def test_describe_survives_an_unreachable_registry(
     """With the registry down, describe still shows the topic and says the registry is away."""
     dead_registry = "http://127.0.0.1:1/apis/ccompat/v7"
     code, out, _ = run(
-        capsys, "describe", topic_settings.topic,
-        "--bootstrap-servers", topic_settings.bootstrap_servers, "--registry-url", dead_registry,
+        capsys,
+        "describe",
+        topic_settings.topic,
+        "--bootstrap-servers",
+        topic_settings.bootstrap_servers,
+        "--registry-url",
+        dead_registry,
     )
     assert code == 0
     assert "PartitionCount: 3" in out
@@ -178,7 +188,10 @@ def test_unreachable_broker_is_one_line_exit_5_without_librdkafka_noise() -> Non
     started = time.monotonic()
     proc = subprocess.run(
         [PAYKAFKA, "topics", "--bootstrap-servers", "127.0.0.1:1", "--timeout", "2"],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 5
     assert time.monotonic() - started < 20
@@ -216,9 +229,13 @@ def test_create_topic_refuses_more_replicas_than_brokers(
     """A replication factor above the brokers alive is a usage error (2), not a broker error."""
     brokers = len(AdminClient(fresh_topic.admin_config()).list_topics(timeout=10).brokers)
     code, _, err = run(
-        capsys, "create-topic", fresh_topic.topic,
-        "--bootstrap-servers", fresh_topic.bootstrap_servers,
-        "--replication-factor", str(brokers + 1),
+        capsys,
+        "create-topic",
+        fresh_topic.topic,
+        "--bootstrap-servers",
+        fresh_topic.bootstrap_servers,
+        "--replication-factor",
+        str(brokers + 1),
     )
     assert code == 2
     assert f"has {brokers} alive" in err
@@ -252,9 +269,20 @@ def test_produce_then_replay_decoded_with_positions(
 ) -> None:
     """`produce --count 4` then `events --from-beginning --until-end` shows those 4, decoded."""
     code, out, _ = run(
-        capsys, "produce", "--json", *flags(topic_settings),
-        "--user", "ola", "--amount", "19.99", "--currency", "EUR", "--method", "paypal",
-        "--count", "4",
+        capsys,
+        "produce",
+        "--json",
+        *flags(topic_settings),
+        "--user",
+        "ola",
+        "--amount",
+        "19.99",
+        "--currency",
+        "EUR",
+        "--method",
+        "paypal",
+        "--count",
+        "4",
     )
     assert code == 0
     delivered = json_lines(out)
@@ -311,7 +339,13 @@ def test_events_from_partition_and_offset(
     partition = int(everything[0]["partition"])
     mine = [r for r in everything if r["partition"] == partition]
     code, out, _ = run(
-        capsys, "events", "--until-end", "--partition", str(partition), "--offset", "1",
+        capsys,
+        "events",
+        "--until-end",
+        "--partition",
+        str(partition),
+        "--offset",
+        "1",
         *flags(topic_settings),
     )
     assert code == 0
@@ -338,11 +372,17 @@ def test_events_max_messages_stops_following(
 
 def test_events_follows_new_events_until_ctrl_c(topic_settings: Settings) -> None:
     """Like the console consumer, `events` waits for new events and Ctrl+C ends it cleanly."""
-    env = {**os.environ, "PAYKAFKA_BOOTSTRAP_SERVERS": topic_settings.bootstrap_servers,
-           "PAYKAFKA_REGISTRY_URL": topic_settings.registry_url}
+    env = {
+        **os.environ,
+        "PAYKAFKA_BOOTSTRAP_SERVERS": topic_settings.bootstrap_servers,
+        "PAYKAFKA_REGISTRY_URL": topic_settings.registry_url,
+    }
     proc = subprocess.Popen(
         [PAYKAFKA, "events", "--topic", topic_settings.topic],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     assert proc.stdout is not None
     try:
@@ -350,8 +390,9 @@ def test_events_follows_new_events_until_ctrl_c(topic_settings: Settings) -> Non
         deadline = time.monotonic() + 60
         with PaymentProducer(topic_settings) as producer:
             while not line and time.monotonic() < deadline:
-                producer.send(PaymentEvent(user="live", amount="1.00", currency="PLN",
-                                           method="cash"))
+                producer.send(
+                    PaymentEvent(user="live", amount="1.00", currency="PLN", method="cash")
+                )
                 producer.flush(10)
                 ready, _, _ = select.select([proc.stdout], [], [], 1.0)
                 if ready:
@@ -410,8 +451,17 @@ def test_produce_rejects_an_invalid_amount_with_exit_2(
 ) -> None:
     """An amount with too many decimals for its currency is a usage error naming the field."""
     code, out, err = run(
-        capsys, "produce", *flags(topic_settings),
-        "--user", "ola", "--amount", "1.001", "--currency", "PLN", "--method", "blik",
+        capsys,
+        "produce",
+        *flags(topic_settings),
+        "--user",
+        "ola",
+        "--amount",
+        "1.001",
+        "--currency",
+        "PLN",
+        "--method",
+        "blik",
     )
     assert code == 2
     assert out == ""

@@ -23,12 +23,14 @@ from paykafka._settings import DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_REGISTRY_URL
 
 pytestmark = pytest.mark.integration
 
-SCHEMA = json.dumps({
-    "type": "record",
-    "name": "StackProbe",
-    "namespace": "io.paykafka.test",
-    "fields": [{"name": "id", "type": "string"}, {"name": "amount", "type": "long"}],
-})
+SCHEMA = json.dumps(
+    {
+        "type": "record",
+        "name": "StackProbe",
+        "namespace": "io.paykafka.test",
+        "fields": [{"name": "id", "type": "string"}, {"name": "amount", "type": "long"}],
+    }
+)
 
 
 @pytest.fixture
@@ -61,17 +63,21 @@ def test_message_round_trips_through_the_default_broker(topic: str) -> None:
     producer = Producer({"bootstrap.servers": DEFAULT_BOOTSTRAP_SERVERS, "acks": "all"})
     delivered: list[str | None] = []
     producer.produce(
-        topic, key=key, value=value,
+        topic,
+        key=key,
+        value=value,
         on_delivery=lambda err, _msg: delivered.append(None if err is None else str(err)),
     )
     assert producer.flush(30) == 0
     assert delivered == [None]
 
-    consumer = Consumer({
-        "bootstrap.servers": DEFAULT_BOOTSTRAP_SERVERS,
-        "group.id": f"{topic}-group",
-        "auto.offset.reset": "earliest",
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": DEFAULT_BOOTSTRAP_SERVERS,
+            "group.id": f"{topic}-group",
+            "auto.offset.reset": "earliest",
+        }
+    )
     try:
         consumer.subscribe([topic])
         message = None

@@ -47,8 +47,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def connection(stack: Stack) -> list[str]:
     return [
-        "--bootstrap-servers", stack.config.bootstrap_servers,
-        "--registry-url", stack.config.registry_url,
+        "--bootstrap-servers",
+        stack.config.bootstrap_servers,
+        "--registry-url",
+        stack.config.registry_url,
     ]
 
 
@@ -68,9 +70,7 @@ def independent_view(stack: Stack, topic: str) -> dict[int, tuple[int, list[int]
     """(leader, replicas, sorted ISR) per partition, straight from a plain AdminClient."""
     settings = Settings(bootstrap_servers=stack.config.bootstrap_servers)
     meta = AdminClient(settings.admin_config()).list_topics(timeout=10).topics[topic]
-    return {
-        p.id: (p.leader, list(p.replicas), sorted(p.isrs)) for p in meta.partitions.values()
-    }
+    return {p.id: (p.leader, list(p.replicas), sorted(p.isrs)) for p in meta.partitions.values()}
 
 
 def our_view(described: Any) -> dict[int, tuple[int, list[int], list[int]]]:
@@ -102,7 +102,13 @@ def agreeing(
 def create_replicated_topic(capsys: pytest.CaptureFixture[str], stack: Stack) -> str:
     topic = f"payments-rf3-{uuid.uuid4().hex[:8]}"
     code, _, err = run(
-        capsys, "create-topic", topic, "--partitions", "3", "--replication-factor", "3",
+        capsys,
+        "create-topic",
+        topic,
+        "--partitions",
+        "3",
+        "--replication-factor",
+        "3",
         *connection(stack),
     )
     assert code == 0, err
@@ -115,8 +121,21 @@ def test_describe_shows_three_replicas_in_sync(
     """On 3 brokers a replicated topic reads ReplicationFactor 3, Isr == Replicas, healthy."""
     topic = create_replicated_topic(capsys, cluster)
     code, out, err = run(
-        capsys, "produce", "--topic", topic, "--user", "marek", "--amount", "249.99",
-        "--currency", "PLN", "--method", "credit_card", "--count", "3", *connection(cluster),
+        capsys,
+        "produce",
+        "--topic",
+        topic,
+        "--user",
+        "marek",
+        "--amount",
+        "249.99",
+        "--currency",
+        "PLN",
+        "--method",
+        "credit_card",
+        "--count",
+        "3",
+        *connection(cluster),
     )
     assert code == 0, err
     code, described = agreeing(capsys, cluster, topic)

@@ -18,7 +18,9 @@ def test_unknown_artifact_names_artifact_and_maven_reason(tmp_path: Path) -> Non
     coordinates = "org.example.paykafka:no-such-artifact:0.0.0"
     with pytest.raises(StackError) as caught:
         _maven(
-            coordinates, f"{MAVEN_DEPENDENCY_PLUGIN}:copy", f"-Dartifact={coordinates}",
+            coordinates,
+            f"{MAVEN_DEPENDENCY_PLUGIN}:copy",
+            f"-Dartifact={coordinates}",
             f"-DoutputDirectory={tmp_path}",
         )
     message = str(caught.value)

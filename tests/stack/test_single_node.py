@@ -20,13 +20,20 @@ from ._support import KAFKA_PORT, REGISTRY_PORT, jvms_of, running_stack, stack_c
 
 pytestmark = pytest.mark.stack
 
-AVRO_V1 = json.dumps({
-    "type": "record", "name": "Probe", "fields": [{"name": "id", "type": "string"}],
-})
-AVRO_V2_BREAKING = json.dumps({
-    "type": "record", "name": "Probe",
-    "fields": [{"name": "id", "type": "string"}, {"name": "n", "type": "int"}],
-})
+AVRO_V1 = json.dumps(
+    {
+        "type": "record",
+        "name": "Probe",
+        "fields": [{"name": "id", "type": "string"}],
+    }
+)
+AVRO_V2_BREAKING = json.dumps(
+    {
+        "type": "record",
+        "name": "Probe",
+        "fields": [{"name": "id", "type": "string"}, {"name": "n", "type": "int"}],
+    }
+)
 SR_JSON = {"Content-Type": "application/vnd.schemaregistry.v1+json"}
 
 
@@ -63,8 +70,15 @@ def test_second_up_is_harmless(stack: Stack) -> None:
 def test_cli_up_says_already_up(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
     """``paykafka stack up`` again exits 0, says so and prints both endpoints."""
     code, out = cli(
-        capsys, "stack", "up", "--state-dir", str(stack.config.state_dir),
-        "--kafka-port", str(KAFKA_PORT), "--registry-port", str(REGISTRY_PORT),
+        capsys,
+        "stack",
+        "up",
+        "--state-dir",
+        str(stack.config.state_dir),
+        "--kafka-port",
+        str(KAFKA_PORT),
+        "--registry-port",
+        str(REGISTRY_PORT),
     )
     assert code == 0
     assert "already up" in out
@@ -103,8 +117,9 @@ def test_logs_go_to_files_in_the_state_dir(
     files = stack.log_files("all")
     assert [f.name for f in files] == ["kafka-1.log", "registry.log"]
     assert all(f.parent == stack.config.state_dir / "logs" and f.stat().st_size > 0 for f in files)
-    code, out = cli(capsys, "stack", "logs", "kafka", "-n", "5", "--state-dir",
-                    str(stack.config.state_dir))
+    code, out = cli(
+        capsys, "stack", "logs", "kafka", "-n", "5", "--state-dir", str(stack.config.state_dir)
+    )
     assert code == 0
     assert 0 < len(out.splitlines()) <= 5
 

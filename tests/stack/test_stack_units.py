@@ -202,8 +202,12 @@ def test_taken_port_is_reported_with_its_holder() -> None:
 def test_spawned_process_is_detached_and_terminated(tmp_path: Path) -> None:
     """``spawn`` starts a session of its own; ``terminate`` ends it without SIGKILL."""
     record = spawn(
-        "sleeper", ["sleep", "60"], cwd=tmp_path, output=tmp_path / "out.log",
-        env=os.environ, ports=(),
+        "sleeper",
+        ["sleep", "60"],
+        cwd=tmp_path,
+        output=tmp_path / "out.log",
+        env=os.environ,
+        ports=(),
     )
     assert is_running(record)
     assert record.pgid != os.getpgid(0)
@@ -215,8 +219,12 @@ def test_spawned_process_is_detached_and_terminated(tmp_path: Path) -> None:
 def test_stubborn_process_is_killed_after_timeout(tmp_path: Path) -> None:
     """A process ignoring SIGTERM is SIGKILLed when the timeout runs out."""
     record = spawn(
-        "stubborn", ["sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"], cwd=tmp_path,
-        output=tmp_path / "out.log", env=os.environ, ports=(),
+        "stubborn",
+        ["sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"],
+        cwd=tmp_path,
+        output=tmp_path / "out.log",
+        env=os.environ,
+        ports=(),
     )
     time.sleep(0.3)  # let the trap be installed
     assert terminate(record, timeout=0.5) is True
@@ -226,10 +234,12 @@ def test_stubborn_process_is_killed_after_timeout(tmp_path: Path) -> None:
 def test_java_command_lines_show_their_main() -> None:
     """Port-holder messages show a JVM's main class or jar, not its flags."""
     assert _java_main(["-Xmx1g", "-cp", "/l/*", "kafka.Kafka", "s.properties"]) == [
-        "kafka.Kafka", "s.properties",
+        "kafka.Kafka",
+        "s.properties",
     ]
     assert _java_main(["-Xmx1g", "-Dq=1", "-jar", "/a/quarkus-run.jar"]) == [
-        "-jar", "/a/quarkus-run.jar",
+        "-jar",
+        "/a/quarkus-run.jar",
     ]
 
 
