@@ -1,6 +1,7 @@
 """Send payment events to the payments topic: the tutorial's producer.py on paykafka."""
 
 import argparse
+import logging
 from decimal import Decimal
 
 import paykafka
@@ -14,6 +15,9 @@ def main() -> None:
     parser.add_argument("--method", default="credit_card")
     parser.add_argument("--count", type=int, default=1, help="how many events to send")
     args = parser.parse_args()
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    # librdkafka logs each internal retry; what matters reaches us as paykafka exceptions.
+    logging.getLogger("paykafka.librdkafka").setLevel(logging.CRITICAL)
 
     def report(future: paykafka.DeliveryFuture) -> None:
         delivery = future.result()

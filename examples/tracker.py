@@ -1,6 +1,7 @@
 """Print payment events as they arrive: the tutorial's tracker.py on paykafka."""
 
 import argparse
+import logging
 
 import paykafka
 
@@ -21,6 +22,9 @@ def main() -> None:
         "--until-end", action="store_true", help="stop once every partition is read to its end"
     )
     args = parser.parse_args()
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    # librdkafka logs each internal retry; what matters reaches us as paykafka exceptions.
+    logging.getLogger("paykafka.librdkafka").setLevel(logging.CRITICAL)
     with paykafka.PaymentTracker(from_beginning=args.from_beginning) as tracker:
         print(
             f"🟢 Consumer is running and subscribed to {tracker.settings.topic} topic", flush=True
