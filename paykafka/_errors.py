@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from confluent_kafka.serialization import SerializationError as _ConfluentSerializationError
 
@@ -226,8 +226,3 @@ class BrokerUnavailableError(KafkaError):
 class StackError(PayKafkaError):
     """The local Kafka + registry stack cannot be started, stopped or inspected."""
 
-
-def _describe(obj: Any) -> str:
-    """A short, secret-free description of a value for error messages."""
-    text = repr(obj)
-    return text if len(text) <= 60 else text[:57] + "..."

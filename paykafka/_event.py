@@ -24,7 +24,8 @@ from paykafka._errors import ValidationError
 __all__ = ["PaymentEvent", "PaymentMethod"]
 
 # The schema's decimal(18, 4): at most 14 digits before the point.
-_MAX_AMOUNT = Decimal(10) ** 14
+_MAX_INTEGER_DIGITS = 14
+_MAX_AMOUNT = Decimal(10) ** _MAX_INTEGER_DIGITS
 _MAX_USER_LENGTH = 256
 
 
@@ -275,6 +276,5 @@ _TRUSTED_FIELDS_MATCH = tuple(f.name for f in attrs.fields(PaymentEvent)) == (
     "timestamp",
     "note",
 )
-_MAX_INTEGER_DIGITS = 14
 # Decimal arithmetic on the fast path must not depend on the caller's thread context.
 _EXACT = Context(prec=40)
