@@ -225,4 +225,3 @@ class BrokerUnavailableError(KafkaError):
 
 class StackError(PayKafkaError):
     """The local Kafka + registry stack cannot be started, stopped or inspected."""
-
