@@ -22,29 +22,10 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType  # type: ignore[attr-defined]
 
 from paykafka import PaymentEvent, PaymentProducer, RegistryClient, Settings
-from paykafka._cli import main
+
+from ._cli import connection_flags, run_cli
 
 PAYKAFKA = str(Path(sys.executable).with_name("paykafka"))
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def flags(settings: Settings) -> list[str]:
-    return [
-        "--bootstrap-servers",
-        settings.bootstrap_servers,
-        "--registry-url",
-        settings.registry_url,
-        "--topic",
-        settings.topic,
-        "--group",
-        settings.group_id,
-    ]
 
 
 def send(settings: Settings, n: int, user: str = "marek") -> list[PaymentEvent]:
@@ -87,14 +68,16 @@ def test_topics_lists_new_topic_and_marks_internal(
     """`topics` lists a fresh topic with its partitions, and __consumer_offsets as internal."""
     send(topic_settings, 1)
     # A group that committed guarantees Kafka's internal __consumer_offsets topic exists.
-    code, _, _ = run(capsys, "track", "--from-beginning", "--until-end", *flags(topic_settings))
+    code, _, _ = run_cli(
+        capsys, "track", "--from-beginning", "--until-end", *connection_flags(topic_settings)
+    )
     assert code == 0
-    code, out, _ = run(capsys, "topics", "--json", *flags(topic_settings))
+    code, out, _ = run_cli(capsys, "topics", "--json", *connection_flags(topic_settings))
     assert code == 0
     by_name = {t["topic"]: t for t in json.loads(out)}
     assert by_name[topic_settings.topic]["partitions"] == 3
     assert by_name[topic_settings.topic]["internal"] is False
-    code, out, _ = run(capsys, "topics", *flags(topic_settings))
+    code, out, _ = run_cli(capsys, "topics", *connection_flags(topic_settings))
     assert code == 0
     line = next(ln for ln in out.splitlines() if ln.startswith(topic_settings.topic + " "))
     assert "internal" not in line
@@ -111,7 +94,7 @@ def test_describe_agrees_with_an_independent_client(
 ) -> None:
     """describe's partitions, leaders, replicas, ISR and configs equal AdminClient's own view."""
     send(topic_settings, 3)
-    code, out, _ = run(capsys, "describe", "--json", *flags(topic_settings))
+    code, out, _ = run_cli(capsys, "describe", "--json", *connection_flags(topic_settings))
     assert code == 0
     described = json.loads(out)
     admin = AdminClient(topic_settings.admin_config())
@@ -141,7 +124,9 @@ def test_describe_human_output_reads_like_the_tutorial(
 ) -> None:
     """The human view has PartitionCount, ReplicationFactor, Leader/Replicas/Isr and health."""
     send(topic_settings, 1)
-    code, out, _ = run(capsys, "describe", topic_settings.topic, *flags(topic_settings)[:4])
+    code, out, _ = run_cli(
+        capsys, "describe", topic_settings.topic, *connection_flags(topic_settings)[:4]
+    )
     assert code == 0
     assert f"Topic: {topic_settings.topic}   PartitionCount: 3   ReplicationFactor: 1" in out
     assert "Partition  Leader  Replicas  Isr  Health" in out
@@ -157,7 +142,7 @@ def test_describe_survives_an_unreachable_registry(
 ) -> None:
     """With the registry down, describe still shows the topic and says the registry is away."""
     dead_registry = "http://127.0.0.1:1/apis/ccompat/v7"
-    code, out, _ = run(
+    code, out, _ = run_cli(
         capsys,
         "describe",
         topic_settings.topic,
@@ -176,7 +161,7 @@ def test_describe_missing_topic_exits_4(
 ) -> None:
     """A topic that does not exist is exit code 4 with one line saying how to create it."""
     name = f"missing-{uuid.uuid4().hex[:8]}"
-    code, out, err = run(capsys, "describe", name)
+    code, out, err = run_cli(capsys, "describe", name)
     assert code == 4
     assert out == ""
     assert err.count("\n") == 1
@@ -209,17 +194,17 @@ def test_create_topic_then_refuse_duplicate(
 ) -> None:
     """create-topic creates with the asked partitions; again is exit 4 unless --if-not-exists."""
     base = ["create-topic", fresh_topic.topic, "--bootstrap-servers", fresh_topic.bootstrap_servers]
-    code, out, _ = run(capsys, *base, "--partitions", "2", "--config", "retention.ms=3600000")
+    code, out, _ = run_cli(capsys, *base, "--partitions", "2", "--config", "retention.ms=3600000")
     assert code == 0, out
     assert "Created topic" in out
     meta = AdminClient(fresh_topic.admin_config()).list_topics(timeout=10)
     assert len(meta.topics[fresh_topic.topic].partitions) == 2
-    code, _, err = run(capsys, *base, "--partitions", "2")
+    code, _, err = run_cli(capsys, *base, "--partitions", "2")
     assert code == 4
     assert "already exists" in err
-    code, out, _ = run(capsys, *base, "--if-not-exists")
+    code, out, _ = run_cli(capsys, *base, "--if-not-exists")
     assert code == 0
-    code, out, _ = run(capsys, "describe", "--json", *flags(fresh_topic))
+    code, out, _ = run_cli(capsys, "describe", "--json", *connection_flags(fresh_topic))
     assert json.loads(out)["configs"]["retention.ms"]["value"] == "3600000"
 
 
@@ -228,7 +213,7 @@ def test_create_topic_refuses_more_replicas_than_brokers(
 ) -> None:
     """A replication factor above the brokers alive is a usage error (2), not a broker error."""
     brokers = len(AdminClient(fresh_topic.admin_config()).list_topics(timeout=10).brokers)
-    code, _, err = run(
+    code, _, err = run_cli(
         capsys,
         "create-topic",
         fresh_topic.topic,
@@ -268,11 +253,11 @@ def test_produce_then_replay_decoded_with_positions(
     topic_settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`produce --count 4` then `events --from-beginning --until-end` shows those 4, decoded."""
-    code, out, _ = run(
+    code, out, _ = run_cli(
         capsys,
         "produce",
         "--json",
-        *flags(topic_settings),
+        *connection_flags(topic_settings),
         "--user",
         "ola",
         "--amount",
@@ -287,8 +272,8 @@ def test_produce_then_replay_decoded_with_positions(
     assert code == 0
     delivered = json_lines(out)
     assert len(delivered) == 4
-    code, out, err = run(
-        capsys, "events", "--from-beginning", "--until-end", *flags(topic_settings)
+    code, out, err = run_cli(
+        capsys, "events", "--from-beginning", "--until-end", *connection_flags(topic_settings)
     )
     assert code == 0
     lines = out.splitlines()
@@ -317,8 +302,8 @@ def test_events_shows_undecodable_records_and_exits_3(
     raw.produce(topic_settings.topic, b"not avro at all", b"same-0")
     raw.flush(10)
     send(topic_settings, 1, user="same")
-    code, out, err = run(
-        capsys, "events", "--from-beginning", "--until-end", *flags(topic_settings)
+    code, out, err = run_cli(
+        capsys, "events", "--from-beginning", "--until-end", *connection_flags(topic_settings)
     )
     assert code == 3
     records = json_lines(out)
@@ -334,11 +319,13 @@ def test_events_from_partition_and_offset(
 ) -> None:
     """--partition P --offset O starts exactly there and reads only that partition."""
     send(topic_settings, 9, user="one")  # users one-0..2 spread over partitions
-    code, out, _ = run(capsys, "events", "--from-beginning", "--until-end", *flags(topic_settings))
+    code, out, _ = run_cli(
+        capsys, "events", "--from-beginning", "--until-end", *connection_flags(topic_settings)
+    )
     everything = json_lines(out)
     partition = int(everything[0]["partition"])
     mine = [r for r in everything if r["partition"] == partition]
-    code, out, _ = run(
+    code, out, _ = run_cli(
         capsys,
         "events",
         "--until-end",
@@ -346,13 +333,19 @@ def test_events_from_partition_and_offset(
         str(partition),
         "--offset",
         "1",
-        *flags(topic_settings),
+        *connection_flags(topic_settings),
     )
     assert code == 0
     got = json_lines(out)
     assert [r["offset"] for r in got] == [r["offset"] for r in mine if r["offset"] >= 1]
-    code, _, err = run(
-        capsys, "events", "--partition", str(partition), "--offset", "999", *flags(topic_settings)
+    code, _, err = run_cli(
+        capsys,
+        "events",
+        "--partition",
+        str(partition),
+        "--offset",
+        "999",
+        *connection_flags(topic_settings),
     )
     assert code == 2
     assert "outside partition" in err
@@ -363,8 +356,13 @@ def test_events_max_messages_stops_following(
 ) -> None:
     """Without --until-end, --max-messages alone ends the replay after N records."""
     send(topic_settings, 5)
-    code, out, _ = run(
-        capsys, "events", "--from-beginning", "--max-messages", "2", *flags(topic_settings)
+    code, out, _ = run_cli(
+        capsys,
+        "events",
+        "--from-beginning",
+        "--max-messages",
+        "2",
+        *connection_flags(topic_settings),
     )
     assert code == 0
     assert len(out.splitlines()) == 2
@@ -414,20 +412,22 @@ def test_lag_counts_unread_then_track_catches_up(
 ) -> None:
     """lag shows every event unread for a new group; after `track --until-end` it is 0."""
     send(topic_settings, 6)
-    code, out, _ = run(capsys, "lag", "--json", *flags(topic_settings))
+    code, out, _ = run_cli(capsys, "lag", "--json", *connection_flags(topic_settings))
     assert code == 0
     before = json.loads(out)
     assert before["total_lag"] == 6
     assert before["has_commits"] is False
     assert sum(p["end"] for p in before["partitions"]) == 6
-    code, out, err = run(capsys, "track", "--from-beginning", "--until-end", *flags(topic_settings))
+    code, out, err = run_cli(
+        capsys, "track", "--from-beginning", "--until-end", *connection_flags(topic_settings)
+    )
     assert code == 0
     assert len([ln for ln in out.splitlines() if ln.startswith("Payment: ")]) == 6
     assert "Tracked 6 events" in err
-    code, out, _ = run(capsys, "lag", *flags(topic_settings))
+    code, out, _ = run_cli(capsys, "lag", *connection_flags(topic_settings))
     assert code == 0
     assert "Total lag: 0" in out
-    code, out, _ = run(capsys, "lag", "--json", *flags(topic_settings))
+    code, out, _ = run_cli(capsys, "lag", "--json", *connection_flags(topic_settings))
     after = json.loads(out)
     assert all(p["committed"] == p["end"] for p in after["partitions"] if p["end"] > 0)
 
@@ -437,8 +437,13 @@ def test_track_json_lines_carry_positions(
 ) -> None:
     """`track --json` prints one decoded JSON line per event, with partition and offset."""
     sent = send(topic_settings, 3)
-    code, out, _ = run(
-        capsys, "track", "--json", "--from-beginning", "--until-end", *flags(topic_settings)
+    code, out, _ = run_cli(
+        capsys,
+        "track",
+        "--json",
+        "--from-beginning",
+        "--until-end",
+        *connection_flags(topic_settings),
     )
     assert code == 0
     got = json_lines(out)
@@ -450,10 +455,10 @@ def test_produce_rejects_an_invalid_amount_with_exit_2(
     topic_settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An amount with too many decimals for its currency is a usage error naming the field."""
-    code, out, err = run(
+    code, out, err = run_cli(
         capsys,
         "produce",
-        *flags(topic_settings),
+        *connection_flags(topic_settings),
         "--user",
         "ola",
         "--amount",

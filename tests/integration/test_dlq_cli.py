@@ -11,33 +11,17 @@ import pytest
 from confluent_kafka import Producer
 
 from paykafka import PaymentEvent, PaymentProducer, PaymentTracker, Settings
-from paykafka._cli import main
 from paykafka._serde import frame_header
+
+from ._cli import connection_flags, run_cli
 
 
 def _flags(settings: Settings) -> list[str]:
-    return [
-        "--bootstrap-servers",
-        settings.bootstrap_servers,
-        "--registry-url",
-        settings.registry_url,
-        "--topic",
-        settings.topic,
-        "--group",
-        settings.group_id,
-        "--dlq-topic",
-        settings.dlq_topic,
-    ]
-
-
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+    return [*connection_flags(settings), "--dlq-topic", settings.dlq_topic]
 
 
 def _json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
-    code, out, err = _run(capsys, *argv, "--json")
+    code, out, err = run_cli(capsys, *argv, "--json")
     assert code == 0, err
     return json.loads(out)
 
@@ -72,7 +56,7 @@ def test_list_on_a_missing_dlq_says_there_is_nothing(
     topic_settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """With no dead-letter topic yet, list succeeds and says there is nothing pending."""
-    code, out, err = _run(capsys, "dlq", "list", *_flags(topic_settings))
+    code, out, err = run_cli(capsys, "dlq", "list", *_flags(topic_settings))
     assert (code, err) == (0, "")
     assert out.strip() == f"no pending dead letters on {topic_settings.dlq_topic}"
 
@@ -94,7 +78,7 @@ def test_list_shows_reason_source_and_schema_id(
     assert by_reason["unknown_schema_id"]["schema_id"] == 987_654
     assert "ledger unavailable" in by_reason["handler_failed"]["message"]
     assert by_reason["handler_failed"]["key"] == victim.user
-    code, out, _ = _run(capsys, "dlq", "list", *_flags(topic_settings))
+    code, out, _ = run_cli(capsys, "dlq", "list", *_flags(topic_settings))
     assert code == 0
     assert out.startswith(f"3 pending dead letters on {topic_settings.dlq_topic}")
     assert f"{topic_settings.topic}[" in out
@@ -113,7 +97,7 @@ def test_replay_sends_letters_back_once(
     assert (dry["replayed"], dry["kept"], dry["dry_run"]) == (1, 2, True)
     assert len(_json(capsys, "dlq", "list", *flags)) == 3  # a dry run changes nothing
 
-    code, out, err = _run(capsys, "dlq", "replay", "--reason", "handler_failed", *flags)
+    code, out, err = run_cli(capsys, "dlq", "replay", "--reason", "handler_failed", *flags)
     assert (code, err) == (0, "")
     assert out.strip() == (
         f"replayed 1 dead letter(s) (1 to {topic_settings.topic}) of reason handler_failed; "
@@ -152,7 +136,7 @@ def test_unreachable_broker_is_a_one_line_error(
     """With no broker at the address, dlq list fails with exit 1 and says what to do."""
     flags = _flags(topic_settings)
     flags[1] = "127.0.0.1:1"
-    code, out, err = _run(capsys, "dlq", "list", "--timeout", "2", *flags)
+    code, out, err = run_cli(capsys, "dlq", "list", "--timeout", "2", *flags)
     assert code == 1
     assert out == ""
     assert err.startswith("paykafka: error: no Kafka broker answered at 127.0.0.1:1")

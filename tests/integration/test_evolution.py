@@ -28,6 +28,8 @@ from paykafka._cli import main
 from paykafka._governance import SchemaGate
 from paykafka._schema import parse_schema_text
 
+from ._cli import connection_flags
+
 ROOT = Path(__file__).resolve().parents[2]
 V1_PATH = ROOT / "schemas" / "history" / "payment.v1.avsc"
 V2_PATH = ROOT / "schemas" / "history" / "payment.v2.avsc"
@@ -139,12 +141,8 @@ EDITS = {
 def evolved(topic_settings: Settings) -> Settings:
     """The test subject with v1 and v2 registered, as production would have it."""
     for path in (V1_PATH, V2_PATH):
-        assert main(["schema", "register", str(path), *flags(topic_settings)]) == 0
+        assert main(["schema", "register", str(path), *connection_flags(topic_settings)]) == 0
     return topic_settings
-
-
-def flags(settings: Settings) -> list[str]:
-    return ["--registry-url", settings.registry_url, "--topic", settings.topic]
 
 
 def end_offsets(settings: Settings) -> int:
@@ -173,9 +171,9 @@ def test_breaking_edits_are_refused_everywhere(
     path.write_text(json.dumps(raw, indent=2))
     capsys.readouterr()
 
-    assert main(["schema", "check", str(path), *flags(evolved)]) == 1
-    assert main(["schema", "check", "--offline", str(path), *flags(evolved)]) == 1
-    assert main(["schema", "register", str(path), *flags(evolved)]) == 1
+    assert main(["schema", "check", str(path), *connection_flags(evolved)]) == 1
+    assert main(["schema", "check", "--offline", str(path), *connection_flags(evolved)]) == 1
+    assert main(["schema", "register", str(path), *connection_flags(evolved)]) == 1
     captured = capsys.readouterr()
     assert captured.out.count(edit.expect) + captured.err.count(edit.expect) == 3, captured
 

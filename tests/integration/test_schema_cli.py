@@ -13,13 +13,11 @@ import pytest
 from paykafka import RegistryClient, Settings
 from paykafka._cli import main
 
+from ._cli import connection_flags
+
 ROOT = Path(__file__).resolve().parents[2]
 V1 = ROOT / "schemas" / "history" / "payment.v1.avsc"
 V2 = ROOT / "schemas" / "history" / "payment.v2.avsc"
-
-
-def flags(settings: Settings) -> list[str]:
-    return ["--registry-url", settings.registry_url, "--topic", settings.topic]
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
@@ -32,7 +30,7 @@ def test_register_versions_show_and_diff(
     topic_settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Register v1 then v2, list them with ids, show one, and diff them by version number."""
-    f = flags(topic_settings)
+    f = connection_flags(topic_settings)
     code, first = run_json(capsys, "schema", "register", str(V1), *f)
     assert code == 0
     assert first == {
@@ -71,7 +69,7 @@ def test_compat_reads_sets_and_never_silently_lowers(
     topic_settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The level reads back; lowering it needs --force; raising it does not."""
-    f = flags(topic_settings)
+    f = connection_flags(topic_settings)
     assert main(["schema", "register", str(V1), *f]) == 0
     code, level = run_json(capsys, "schema", "compat", *f)
     assert (code, level["level"], level["own"]) == (0, "FULL_TRANSITIVE", True)
@@ -89,7 +87,7 @@ def test_check_online_names_the_field_and_the_mode(
 ) -> None:
     """A breaking file is checked against the registry, which Apicurio answers without reasons;
     the output still names the field, and says it used the registry."""
-    f = flags(topic_settings)
+    f = connection_flags(topic_settings)
     assert main(["schema", "register", str(V1), *f]) == 0
     raw = json.loads(V2.read_text())
     next(x for x in raw["fields"] if x["name"] == "amount")["type"] = "double"
@@ -111,7 +109,7 @@ def test_exit_codes_from_a_real_process(topic_settings: Settings, tmp_path: Path
     """The installed command exits 0 for a compatible file, 1 for a breaking one, 3 for a dead
     registry on commands that need it, and lists the codes in --help."""
     exe = [sys.executable, "-m", "paykafka"]
-    f = flags(topic_settings)
+    f = connection_flags(topic_settings)
     assert subprocess.run([*exe, "schema", "register", str(V1), *f], check=False).returncode == 0
     raw = json.loads(V2.read_text())
     raw["fields"].append({"name": "merchant", "type": "string"})

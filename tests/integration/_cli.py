@@ -1,0 +1,30 @@
+"""Running the paykafka CLI in-process against a test's own topic, for the CLI tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from paykafka import Settings
+from paykafka._cli import main
+
+
+def connection_flags(settings: Settings) -> list[str]:
+    """The flags that point a command at ``settings``' broker, registry, topic and group."""
+    return [
+        "--bootstrap-servers",
+        settings.bootstrap_servers,
+        "--registry-url",
+        settings.registry_url,
+        "--topic",
+        settings.topic,
+        "--group",
+        settings.group_id,
+    ]
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
