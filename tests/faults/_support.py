@@ -52,12 +52,11 @@ def fresh_settings(
 class KilledNode:
     """A SIGKILLed broker whose ports are kept reserved until it is started again.
 
-    Why: 39092 and 49092-49094 lie in Linux's ephemeral port range (32768-60999). Once the
-    broker's listener is gone, any outgoing connection on the host (the other brokers and
-    clients reconnecting, in the worst case to the dead port itself) may be given that port as
-    its source port and keep it for as long as the connection lives, and the broker can then
-    never listen again. A socket bound (not listening) to each port keeps the kernel from
-    handing them out, while connection attempts are still refused as on a real crash.
+    Why: between the kill and the restart nothing else on the host may take the broker's
+    ports, or the broker could never listen again. The fault ports lie below Linux's ephemeral
+    range, so the kernel never hands them out as source ports; a socket bound (not listening)
+    to each port also keeps any other process from binding them, while connection attempts
+    are still refused as on a real crash.
     """
 
     def __init__(self, stack: Stack, node_id: int) -> None:

@@ -1,7 +1,8 @@
 """Fault tests: stacks of their own, a tracker in a thread, and the figures each test reports.
 
 Each stack lives in a pytest temp dir on ports no one else uses (the single node on
-39092/38081, the cluster on 49092-49094/48081; their controllers sit 1000 above the brokers),
+21092/21081, the cluster on 23092-23094/23081; their controllers sit 1000 above the brokers),
+all below Linux's ephemeral range (32768-60999) so no outgoing connection can take them,
 so killing a broker here never disturbs the shared ``paykafka stack up`` on 9092. Stacks are
 per module, so a file lock held by one module keeps two concurrent runs of these tests from
 colliding on the ports. A stack that cannot start is a test error, never a skip.
@@ -24,10 +25,10 @@ from paykafka._stack._process import port_is_free
 
 from ._support import Report
 
-SINGLE_KAFKA_PORT = 39092
-SINGLE_REGISTRY_PORT = 38081
-CLUSTER_KAFKA_PORT = 49092
-CLUSTER_REGISTRY_PORT = 48081
+SINGLE_KAFKA_PORT = 21092
+SINGLE_REGISTRY_PORT = 21081
+CLUSTER_KAFKA_PORT = 23092
+CLUSTER_REGISTRY_PORT = 23081
 
 _FIGURES: list[dict[str, Any]] = []
 
@@ -103,7 +104,7 @@ def _own_stack(tmp: Path, *, brokers: int, kafka_port: int, registry_port: int) 
 
 @pytest.fixture(scope="module")
 def single_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A one-broker stack of our own on 39092 / 38081, torn down (and purged) afterwards."""
+    """A one-broker stack of our own on 21092 / 21081, torn down (and purged) afterwards."""
     with _own_stack(
         tmp_path_factory.mktemp("stack-single"),
         brokers=1,
@@ -115,7 +116,7 @@ def single_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def cluster_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A three-broker KRaft cluster of our own on 49092-49094 / 48081, torn down afterwards."""
+    """A three-broker KRaft cluster of our own on 23092-23094 / 23081, torn down afterwards."""
     with _own_stack(
         tmp_path_factory.mktemp("stack-cluster"),
         brokers=3,
