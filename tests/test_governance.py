@@ -284,9 +284,9 @@ def test_cli_check_falls_back_to_offline_when_the_registry_is_unreachable(
     assert "cannot reach the schema registry" in data["notes"][0]
 
 
-def test_cli_registry_commands_exit_3_when_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
-    """Commands that need the registry exit 3 with the reason, not a traceback."""
-    assert main(["schema", "versions", "--registry-url", "http://127.0.0.1:9/x"]) == 3
+def test_cli_registry_commands_exit_5_when_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
+    """Commands that need the registry exit 5 (unreachable) with the reason, not a traceback."""
+    assert main(["schema", "versions", "--registry-url", "http://127.0.0.1:9/x"]) == 5
     assert "cannot reach the schema registry" in capsys.readouterr().err
 
 

@@ -13,12 +13,35 @@ import sys
 from collections.abc import Sequence
 
 from paykafka._cli import _dlq_cmd, _ops_cmd, _schema_cmd, _stack_cmd
-from paykafka._errors import PayKafkaError
+from paykafka._cli._common import (
+    EXIT_FAILURE,
+    EXIT_TOPIC,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+)
+from paykafka._errors import (
+    BrokerUnavailableError,
+    ConfigError,
+    KafkaError,
+    PayKafkaError,
+    RegistryUnavailableError,
+    ValidationError,
+)
 from paykafka._version import __version__
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
+# librdkafka error codes that mean "the topic is not in the state the command needs".
+_TOPIC_STATE_CODES = frozenset({"UNKNOWN_TOPIC_OR_PART", "TOPIC_ALREADY_EXISTS"})
+
+
+def exit_code_for(exc: PayKafkaError) -> int:
+    """The documented exit code for a library error that ends a command."""
+    if isinstance(exc, ConfigError | ValidationError):
+        return EXIT_USAGE
+    if isinstance(exc, BrokerUnavailableError | RegistryUnavailableError):
+        return EXIT_UNREACHABLE
+    if isinstance(exc, KafkaError) and exc.code in _TOPIC_STATE_CODES:
+        return EXIT_TOPIC
+    return EXIT_FAILURE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except PayKafkaError as exc:
         print(f"paykafka: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return exit_code_for(exc)
     except KeyboardInterrupt:
         return 130
     finally:

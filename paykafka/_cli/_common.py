@@ -14,7 +14,31 @@ from typing import Any
 
 from paykafka._settings import Settings
 
-__all__ = ["add_connection_flags", "emit", "print_table", "settings_from_args"]
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "EXIT_TOPIC",
+    "EXIT_TROUBLE",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "add_connection_flags",
+    "emit",
+    "print_table",
+    "settings_from_args",
+]
+
+# One meaning per exit code across every paykafka command, so scripts can rely on them.
+EXIT_OK = 0
+#: Failed, or refused (an incompatible schema); stderr says why.
+EXIT_FAILURE = 1
+#: Bad arguments or settings.
+EXIT_USAGE = 2
+#: Worked, but found trouble: under-replicated partitions, undecodable records, a stack down.
+EXIT_TROUBLE = 3
+#: The topic does not exist (create-topic: it already exists).
+EXIT_TOPIC = 4
+#: No Kafka broker or schema registry answered.
+EXIT_UNREACHABLE = 5
 
 
 def add_connection_flags(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> None:

@@ -27,7 +27,8 @@ back was acknowledged, so the same letter is never replayed twice (a replay that
 half-way is repeated whole). With --reason, letters of other reasons stay pending (those the
 replay's offsets pass are appended again at the end of the dead-letter topic).
 
-exit codes: 0 success, 1 error (one line on stderr says what and what to do)
+exit codes: 0 success, 1 error (one line on stderr says what and what to do), 2 bad
+arguments, 5 no broker answered (start one: paykafka stack up)
 """
 
 

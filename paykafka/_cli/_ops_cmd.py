@@ -8,7 +8,6 @@ the logic lives there, this module only parses flags, prints and picks the exit 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
 import textwrap
@@ -29,8 +28,15 @@ from paykafka._admin import (
     describe_subject,
     replication_for,
 )
-from paykafka._cli._common import add_connection_flags, emit, fail, print_table, settings_from_args
-from paykafka._errors import BrokerUnavailableError, ConfigError, KafkaError, ValidationError
+from paykafka._cli._common import (
+    EXIT_OK,
+    EXIT_TROUBLE,
+    add_connection_flags,
+    emit,
+    print_table,
+    settings_from_args,
+)
+from paykafka._errors import ConfigError, KafkaError
 from paykafka._event import PaymentEvent
 from paykafka._producer import PaymentProducer
 from paykafka._registry import RegistryClient
@@ -38,13 +44,6 @@ from paykafka._schema import load_schema
 from paykafka._serde import EventDeserializer
 from paykafka._settings import Settings
 from paykafka._tracker import PaymentTracker, TrackedEvent
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_DEGRADED = 3
-EXIT_TOPIC = 4
-EXIT_UNREACHABLE = 5
 
 _EXIT_CODES = """\
 exit codes:
@@ -58,8 +57,6 @@ exit codes:
   5  no Kafka broker answered (start one: paykafka stack up)
 Ctrl+C is the normal way to end events and track: exit 0, after a summary on stderr.
 """
-
-_TOPIC_STATE_CODES = frozenset({"UNKNOWN_TOPIC_OR_PART", "TOPIC_ALREADY_EXISTS"})
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -203,25 +200,6 @@ def _parser(
     return parser
 
 
-def _exit_codes(func: Command) -> Command:
-    """Turn the errors an operator can act on into their documented exit codes."""
-
-    @functools.wraps(func)
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except (ConfigError, ValidationError) as exc:
-            return fail(str(exc), EXIT_USAGE)
-        except BrokerUnavailableError as exc:
-            return fail(str(exc), EXIT_UNREACHABLE)
-        except KafkaError as exc:
-            if exc.code in _TOPIC_STATE_CODES:
-                return fail(str(exc), EXIT_TOPIC)
-            raise
-
-    return run
-
-
 def _settings(args: argparse.Namespace) -> Settings:
     topic = getattr(args, "topic_arg", None)
     if topic:
@@ -232,7 +210,6 @@ def _settings(args: argparse.Namespace) -> Settings:
 # -- topics --------------------------------------------------------------------------------------
 
 
-@_exit_codes
 def _topics(args: argparse.Namespace) -> int:
     found = KafkaAdmin(_settings(args), timeout=args.timeout).list_topics()
     rows = [
@@ -260,14 +237,13 @@ def _topics(args: argparse.Namespace) -> int:
 # -- describe ------------------------------------------------------------------------------------
 
 
-@_exit_codes
 def _describe(args: argparse.Namespace) -> int:
     settings = _settings(args)
     topic = KafkaAdmin(settings, timeout=args.timeout).describe_topic(settings.topic)
     with RegistryClient(settings) as registry:
         subject = describe_subject(registry, settings.subject)
     emit(args, _description_data(topic, subject), _description_text(topic, subject))
-    return EXIT_OK if topic.health is TopicHealth.HEALTHY else EXIT_DEGRADED
+    return EXIT_OK if topic.health is TopicHealth.HEALTHY else EXIT_TROUBLE
 
 
 def _description_data(topic: TopicDescription, subject: SubjectStatus) -> dict[str, Any]:
@@ -422,7 +398,6 @@ def _ids(ids: Sequence[int]) -> str:
 # -- create-topic --------------------------------------------------------------------------------
 
 
-@_exit_codes
 def _create_topic(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configs = dict(_key_value(item) for item in args.config)
@@ -471,7 +446,6 @@ def _key_value(item: str) -> tuple[str, str]:
 # -- events --------------------------------------------------------------------------------------
 
 
-@_exit_codes
 def _events(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.offset is not None and args.partition is None:
@@ -501,7 +475,7 @@ def _events(args: argparse.Namespace) -> int:
     if undecodable:
         summary += f" ({undecodable} could not be decoded)"
     print(summary, file=sys.stderr)
-    return EXIT_DEGRADED if undecodable else EXIT_OK
+    return EXIT_TROUBLE if undecodable else EXIT_OK
 
 
 def record_line(view: RecordView | TrackedEvent) -> str:
@@ -558,7 +532,6 @@ class _Progress:
 # -- lag -----------------------------------------------------------------------------------------
 
 
-@_exit_codes
 def _lag(args: argparse.Namespace) -> int:
     settings = _settings(args)
     lag = KafkaAdmin(settings, timeout=args.timeout).lag(settings.group_id, settings.topic)
@@ -613,7 +586,6 @@ def _lag_text(lag: GroupLag) -> str:
 # -- produce and track ---------------------------------------------------------------------------
 
 
-@_exit_codes
 def _produce(args: argparse.Namespace) -> int:
     settings = _settings(args)
     events = [
@@ -639,7 +611,6 @@ def _produce(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-@_exit_codes
 def _track(args: argparse.Namespace) -> int:
     settings = _settings(args)
     # Fail fast on a missing broker or topic instead of waiting for an assignment forever.

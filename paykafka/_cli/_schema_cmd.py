@@ -17,8 +17,17 @@ from typing import Any
 import attrs
 
 from paykafka import _compat
-from paykafka._cli._common import add_connection_flags, emit, fail, print_table, settings_from_args
+from paykafka._cli._common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    add_connection_flags,
+    emit,
+    fail,
+    print_table,
+    settings_from_args,
+)
 from paykafka._errors import (
+    ConfigError,
     IncompatibleSchemaError,
     RegistryUnavailableError,
     SchemaError,
@@ -29,17 +38,15 @@ from paykafka._registry import RegisteredSchema, RegistryClient
 from paykafka._schema import load_schema
 from paykafka._settings import Settings
 
-EXIT_OK = 0
-EXIT_INCOMPATIBLE = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
+# An incompatible schema is the command failing at its one job.
+EXIT_INCOMPATIBLE = EXIT_FAILURE
 
 _EXIT_HELP = """\
 exit codes:
   0  ok (compatible, registered, shown)
   1  incompatible schema, refused change, or another failure (explained on stderr)
   2  usage error (bad arguments, unknown version or file)
-  3  schema registry unreachable (`check` falls back to --offline instead)
+  5  schema registry unreachable (`check` falls back to --offline instead)
 """
 
 _Handler = Callable[[argparse.Namespace], int]
@@ -68,7 +75,7 @@ def register(sub: Any) -> None:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         add_connection_flags(parser)
-        parser.set_defaults(func=_exits(handler))
+        parser.set_defaults(func=handler)
         return parser
 
     check = command(
@@ -113,24 +120,6 @@ def register(sub: Any) -> None:
         action="store_true",
         help="allow setting a level weaker than the current one (never done silently)",
     )
-
-
-def _exits(handler: _Handler) -> _Handler:
-    """Give registry outages their own exit code; other errors are reported by main()."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return handler(args)
-        except RegistryUnavailableError as exc:
-            return fail(str(exc), EXIT_UNREACHABLE)
-        except _UsageError as exc:
-            return fail(str(exc), EXIT_USAGE)
-
-    return run
-
-
-class _UsageError(Exception):
-    """An argument names something that does not exist."""
 
 
 # -- check ---------------------------------------------------------------------------------------
@@ -272,7 +261,7 @@ def _version_arg(raw: str) -> int | str:
         return raw
     if raw.isdigit() and int(raw) > 0:
         return int(raw)
-    raise _UsageError(f"{raw!r} is not a version: give a number (1, 2...) or latest")
+    raise ConfigError(f"{raw!r} is not a version: give a number (1, 2...) or latest")
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -304,7 +293,7 @@ def _registered_version(
         return registry.version(subject, version)
     except SubjectNotFoundError:
         known = registry.versions_or_empty(subject)
-        raise _UsageError(
+        raise ConfigError(
             f"{subject} has no version {version} (registered: "
             f"{', '.join(map(str, known)) or 'none'})"
         ) from None
@@ -323,7 +312,7 @@ def _diff(args: argparse.Namespace) -> int:
                 try:
                     schema = load_schema(raw)
                 except SchemaError as exc:
-                    raise _UsageError(str(exc)) from None
+                    raise ConfigError(str(exc)) from None
                 sides.append((raw, schema.text))
             else:
                 version = _version_arg(raw)

@@ -11,10 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from paykafka._cli._common import EXIT_TROUBLE
 from paykafka._stack import Stack, StackConfig, StackStatus
 from paykafka._stack._config import MAX_BROKERS
 
-EXIT_NOT_RUNNING = 3
+EXIT_NOT_RUNNING = EXIT_TROUBLE
 
 
 def register(subparsers: Any) -> None:

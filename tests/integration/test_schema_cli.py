@@ -126,8 +126,8 @@ def test_exit_codes_from_a_real_process(topic_settings: Settings, tmp_path: Path
         text=True,
         check=False,
     )
-    assert dead.returncode == 3
+    assert dead.returncode == 5
     helptext = subprocess.run(
         [*exe, "schema", "check", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    assert "3  schema registry unreachable" in helptext
+    assert "5  schema registry unreachable" in helptext
