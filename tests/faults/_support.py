@@ -8,7 +8,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
 import attrs
@@ -102,19 +101,6 @@ class KilledNode:
                 time.sleep(0.5)
             else:
                 return
-
-
-def make_events(n: int, *, prefix: str = "user", users: int = 50) -> list[PaymentEvent]:
-    """``n`` valid events spread over ``users`` keys (so over every partition)."""
-    return [
-        PaymentEvent(
-            user=f"{prefix}-{i % users}",
-            amount=Decimal(f"{(i % 9000) + 1}.{i % 100:02d}"),
-            currency="PLN",
-            method="blik" if i % 2 else "credit_card",
-        )
-        for i in range(n)
-    ]
 
 
 class TrackerThread:

@@ -6,12 +6,13 @@ import threading
 import time
 
 import pytest
+from _events import make_events
 
 from paykafka import DeliveryError, DeliveryFuture, PaymentProducer
 from paykafka._admin import KafkaAdmin, TopicDescription
 from paykafka._stack import Stack
 
-from ._support import KilledNode, Report, TrackerThread, fresh_settings, make_events
+from ._support import KilledNode, Report, TrackerThread, fresh_settings
 
 EVENTS = 10_000
 KILL_AFTER = 3_000

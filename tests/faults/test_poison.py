@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 import fastavro
 import pytest
+from _events import make_events
 from confluent_kafka import Producer
 
 from paykafka import (
@@ -25,7 +26,7 @@ from paykafka._dlq import DeadLetterQueue
 from paykafka._serde import frame_header
 from paykafka._stack import Stack
 
-from ._support import Report, TrackerThread, fresh_settings, make_events
+from ._support import Report, TrackerThread, fresh_settings
 
 VALID = 2_000
 EACH_KIND = 20

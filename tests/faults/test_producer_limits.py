@@ -6,11 +6,12 @@ import time
 
 import attrs
 import pytest
+from _events import make_events
 
 from paykafka import DeliveryError, PaymentProducer
 from paykafka._stack import Stack
 
-from ._support import Report, TrackerThread, fresh_settings, make_events, stack_settings
+from ._support import Report, TrackerThread, fresh_settings, stack_settings
 
 
 @pytest.mark.timeout(180)

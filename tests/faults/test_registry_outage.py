@@ -9,6 +9,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+from _events import make_events
 
 from paykafka import (
     DecodeError,
@@ -24,7 +25,7 @@ from paykafka._schema import parse_schema_text
 from paykafka._serde import EventDeserializer, frame_header
 from paykafka._stack import Stack
 
-from ._support import Report, TrackerThread, fresh_settings, make_events
+from ._support import Report, TrackerThread, fresh_settings
 
 OUTAGE_SECONDS = 20.0
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from _events import make_events
 
 from paykafka import (
     Delivery,
@@ -15,10 +15,7 @@ from paykafka import (
 
 
 def events(n: int) -> list[PaymentEvent]:
-    return [
-        PaymentEvent(user=f"user-{i % 13}", amount=Decimal(i + 1), currency="EUR", method="cash")
-        for i in range(n)
-    ]
+    return make_events(n, users=13)
 
 
 def test_every_send_reports_its_delivery_exactly_once(topic_settings: Settings) -> None:

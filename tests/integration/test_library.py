@@ -9,6 +9,7 @@ import attrs
 import fastavro
 import httpx
 import pytest
+from _events import make_events
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
@@ -29,15 +30,7 @@ from paykafka._serde import frame_header
 
 
 def events(n: int, user: str = "marek") -> list[PaymentEvent]:
-    return [
-        PaymentEvent(
-            user=f"{user}-{i % 7}",
-            amount=Decimal(f"{i + 1}.{i % 100:02d}"),
-            currency="PLN",
-            method="blik" if i % 2 else "credit_card",
-        )
-        for i in range(n)
-    ]
+    return make_events(n, prefix=user, users=7)
 
 
 def track_all(settings: Settings, expected: int, **kw: object) -> list[PaymentEvent]:
