@@ -120,6 +120,7 @@ class EventDeserializer:
 
     def __init__(self, reader: PaymentSchema, schema_for_id: Callable[[int], str]) -> None:
         self._reader = reader
+        self._reader_raw = json.loads(reader.text)
         self._schema_for_id = schema_for_id
         self._resolved: dict[int, _Resolved] = {}
         # Keyed by the four id bytes of the frame, so the hot path never unpacks the header.
@@ -206,7 +207,8 @@ class EventDeserializer:
                 retriable=True,
             ) from exc
         try:
-            writer = fastavro.parse_schema(json.loads(text))
+            raw = json.loads(text)
+            writer = fastavro.parse_schema(raw)
         except Exception as exc:
             raise DecodeError(
                 DecodeReason.WRONG_SCHEMA,
@@ -219,9 +221,8 @@ class EventDeserializer:
                 f"schema id {schema_id} is not a record schema",
                 schema_id=schema_id,
             )
-        same = json.dumps(json.loads(text), sort_keys=True) == json.dumps(
-            json.loads(self._reader.text), sort_keys=True
-        )
+        # Equal as JSON values (key order aside): then no resolution is needed at all.
+        same = raw == self._reader_raw
         resolved: _Resolved = (writer, None if same else self._reader.parsed)
         fast = build_decoder(writer, resolved[1])
         with self._lock:
