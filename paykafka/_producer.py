@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Self
 
@@ -135,12 +135,14 @@ class DeliveryFuture:
                 log.exception("delivery callback for payment %s raised", self.event.payment_id)
 
 
-class PaymentProducer:
-    """Sends :class:`PaymentEvent`s to the payments topic; use it as a context manager.
+class _ProducerBase:
+    """What both producer faces share, none of it waiting on I/O of its own: settings, schema
+    admission, the serializer, the key, the librdkafka config and every error message.
 
-    On start it makes sure the schema may be used (registering it when ``auto_register``;
-    otherwise only an already registered version is accepted) and caches its id. ``key``
-    picks the message key (the user, by default, which keeps each user's payments in order).
+    :class:`PaymentProducer` and :class:`paykafka.aio.AsyncPaymentProducer` only differ in how
+    they wait: the sync one polls librdkafka on the caller's thread, the async one lets one
+    poller thread hand delivery reports to the event loop (as httpx's ``Client`` and
+    ``AsyncClient`` share ``BaseClient``).
     """
 
     def __init__(
@@ -164,18 +166,17 @@ class PaymentProducer:
         self._overrides = dict(kafka_overrides or {})
         self._producer: Producer | None = None
         self._serialize: EventSerializer | None = None
-        self._pending: dict[int, DeliveryFuture] = {}
-        self._unreported: list[DeliveryFuture] = []
         self._last_error: str | None = None
-        self._next_poll = 0.0
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    @property
+    def schema_id(self) -> int:
+        """The registry id events are framed with (after ``start()``)."""
+        return self._started()[1].schema_id
 
-    def start(self) -> Self:
-        """Check and register the schema, create the topic if missing (``create_topic``),
-        then connect; idempotent."""
-        if self._producer is not None:
-            return self
+    def _connect(self) -> Producer:
+        """Admit the schema (registering it when ``auto_register``), create the topic if
+        missing (``create_topic``), then make the librdkafka producer. Blocks on the registry
+        and the admin API: the async face runs it in a worker thread."""
         schema = self._schema or load_schema(self.settings.schema_path)
         self._schema = schema
         if self._registry is None:
@@ -185,7 +186,7 @@ class PaymentProducer:
         if self.settings.create_topic:
             self._ensure_topic()
         conf = self.settings.producer_config(error_cb=self._on_error, **self._overrides)
-        self._producer = Producer(conf)
+        producer = Producer(conf)
         log.info(
             "producer ready: topic %s, subject %s, schema id %d",
             self.settings.topic,
@@ -193,12 +194,138 @@ class PaymentProducer:
             schema_id,
             extra={"topic": self.settings.topic, "schema_id": schema_id},
         )
-        return self
+        return producer
 
-    @property
-    def schema_id(self) -> int:
-        """The registry id events are framed with (after :meth:`start`)."""
-        return self._started()[1].schema_id
+    def _release(self) -> None:
+        self._producer = None
+        if self._owns_registry and self._registry is not None:
+            self._registry.close()
+            self._registry = None
+
+    def _encode(self, event: PaymentEvent) -> tuple[bytes, bytes]:
+        """The record's value and key; raises before anything is queued."""
+        serialize = self._started()[1]
+        if not isinstance(event, PaymentEvent):
+            raise TypeError(f"send() takes a PaymentEvent, got {type(event).__name__}")
+        return serialize(event), self._key(event).encode()
+
+    def _started(self) -> tuple[Producer, EventSerializer]:
+        if self._producer is None or self._serialize is None:
+            raise PayKafkaError(
+                f"the producer is not started: use `with {type(self).__name__}() as producer:` "
+                "(`async with` for the async one) or call start() first"
+            )
+        return self._producer, self._serialize
+
+    def _ensure_topic(self) -> None:
+        try:
+            ensure_topic(self.settings, timeout=_ENSURE_TOPIC_TIMEOUT)
+        except BrokerUnavailableError as exc:
+            # Not fatal: events queue in librdkafka and, if no broker comes, are reported
+            # undelivered by flush(), so nothing is lost by starting anyway.
+            log.warning("cannot check that topic %s exists: %s", self.settings.topic, exc)
+
+    # -- errors: one wording for both faces ---------------------------------------------------
+
+    def _queue_full_error(self, event: PaymentEvent) -> DeliveryError:
+        reason = (
+            f"the local queue stayed full for {self._queue_timeout}s: the broker at "
+            f"{self.settings.bootstrap_servers} is not taking events "
+            f"({self._last_error or 'no error reported'})"
+        )
+        return DeliveryError(
+            f"{reason}; payment {event.payment_id} was not queued, send it again",
+            [(event, reason)],
+            code="_QUEUE_FULL",
+            retriable=True,
+        )
+
+    @staticmethod
+    def _refused_error(event: PaymentEvent, exc: KafkaException) -> DeliveryError:
+        err = exc.args[0]
+        return DeliveryError(
+            f"cannot queue payment {event.payment_id}: {err.str()}",
+            [(event, err.str())],
+            code=err.name(),
+            retriable=err.retriable(),
+        )
+
+    def _failed_error(self, event: PaymentEvent, err: Any) -> DeliveryError:
+        error = DeliveryError(
+            f"payment {event.payment_id} was not delivered to {self.settings.topic}: {err.str()}",
+            [(event, err.str())],
+            code=err.name(),
+            retriable=err.retriable(),
+        )
+        log.warning("%s", error, extra={"payment_id": str(event.payment_id)})
+        return error
+
+    def _undelivered_error(
+        self, failed: list[tuple[PaymentEvent, str]], queued: Iterable[PaymentEvent]
+    ) -> DeliveryError | None:
+        """The error a flush raises: failures nobody looked at, then what is still queued."""
+        undelivered = list(failed)
+        still = list(queued)
+        if still:
+            reason = f"still queued at the flush deadline ({self._last_error or 'no error seen'})"
+            undelivered.extend((event, reason) for event in still)
+        if not undelivered:
+            return None
+        return DeliveryError(
+            f"{len(undelivered)} payment event(s) not delivered to "
+            f"{self.settings.topic}: {undelivered[0][1]}",
+            undelivered,
+            retriable=bool(still),
+        )
+
+    def _on_error(self, err: Any) -> None:
+        self._last_error = err.str()
+        if err.fatal():
+            log.error("fatal producer error: %s", err.str())
+        else:
+            log.warning("producer: %s", err.str())
+
+
+class PaymentProducer(_ProducerBase):
+    """Sends :class:`PaymentEvent`s to the payments topic; use it as a context manager.
+
+    On start it makes sure the schema may be used (registering it when ``auto_register``;
+    otherwise only an already registered version is accepted) and caches its id. ``key``
+    picks the message key (the user, by default, which keeps each user's payments in order).
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        registry: RegistryClient | None = None,
+        schema: PaymentSchema | None = None,
+        key: Callable[[PaymentEvent], str] = key_by_user,
+        flush_timeout: float = 30.0,
+        queue_timeout: float = 60.0,
+        kafka_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            settings,
+            registry=registry,
+            schema=schema,
+            key=key,
+            flush_timeout=flush_timeout,
+            queue_timeout=queue_timeout,
+            kafka_overrides=kafka_overrides,
+        )
+        self._pending: dict[int, DeliveryFuture] = {}
+        self._unreported: list[DeliveryFuture] = []
+        self._next_poll = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Check and register the schema, create the topic if missing (``create_topic``),
+        then connect; idempotent."""
+        if self._producer is None:
+            self._producer = self._connect()
+        return self
 
     def __enter__(self) -> Self:
         return self.start()
@@ -229,10 +356,7 @@ class PaymentProducer:
         try:
             self.flush(self._flush_timeout if timeout is None else timeout)
         finally:
-            self._producer = None
-            if self._owns_registry and self._registry is not None:
-                self._registry.close()
-                self._registry = None
+            self._release()
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -247,14 +371,11 @@ class PaymentProducer:
         When librdkafka's local queue is full this waits (serving delivery reports) up to
         ``queue_timeout`` seconds: back-pressure, never a silent drop.
         """
-        producer, serialize = self._started()
-        if not isinstance(event, PaymentEvent):
-            raise TypeError(f"send() takes a PaymentEvent, got {type(event).__name__}")
-        value = serialize(event)
+        producer = self._started()[0]
+        value, key = self._encode(event)
         future = DeliveryFuture(event, self)
         if on_delivery is not None:
             future.add_done_callback(on_delivery)
-        key = self._key(event).encode()
         deadline: float | None = None
         while True:
             try:
@@ -264,26 +385,10 @@ class PaymentProducer:
                 now = time.monotonic()
                 deadline = deadline or now + self._queue_timeout
                 if now >= deadline:
-                    reason = (
-                        f"the local queue stayed full for {self._queue_timeout}s: the broker at "
-                        f"{self.settings.bootstrap_servers} is not taking events "
-                        f"({self._last_error or 'no error reported'})"
-                    )
-                    raise DeliveryError(
-                        f"{reason}; payment {event.payment_id} was not queued, send it again",
-                        [(event, reason)],
-                        code="_QUEUE_FULL",
-                        retriable=True,
-                    ) from None
+                    raise self._queue_full_error(event) from None
                 producer.poll(0.05)
             except KafkaException as exc:
-                err = exc.args[0]
-                raise DeliveryError(
-                    f"cannot queue payment {event.payment_id}: {err.str()}",
-                    [(event, err.str())],
-                    code=err.name(),
-                    retriable=err.retriable(),
-                ) from None
+                raise self._refused_error(event, exc) from None
         # Registered only once queued: an event send() raised for is the caller's, not flush's.
         self._pending[id(future)] = future
         # Serving delivery reports costs about as much as a produce; once a millisecond keeps
@@ -302,18 +407,12 @@ class PaymentProducer:
         """
         producer = self._started()[0]
         left = producer.flush(-1 if timeout is None else timeout)
-        undelivered = [(f.event, str(f._error)) for f in self._unreported if not f._observed]
+        failed = [(f.event, str(f._error)) for f in self._unreported if not f._observed]
         self._unreported.clear()
-        if left:
-            reason = f"still queued at the flush deadline ({self._last_error or 'no error seen'})"
-            undelivered.extend((f.event, reason) for f in self._pending.values())
-        if undelivered:
-            raise DeliveryError(
-                f"{len(undelivered)} payment event(s) not delivered to "
-                f"{self.settings.topic}: {undelivered[0][1]}",
-                undelivered,
-                retriable=bool(left),
-            )
+        queued = [f.event for f in self._pending.values()] if left else []
+        error = self._undelivered_error(failed, queued)
+        if error is not None:
+            raise error
 
     @property
     def in_flight(self) -> int:
@@ -321,22 +420,6 @@ class PaymentProducer:
         return len(self._producer) if self._producer is not None else 0
 
     # -- internals ---------------------------------------------------------------------------
-
-    def _started(self) -> tuple[Producer, EventSerializer]:
-        if self._producer is None or self._serialize is None:
-            raise PayKafkaError(
-                "the producer is not started: use `with PaymentProducer() as producer:` "
-                "or call start() first"
-            )
-        return self._producer, self._serialize
-
-    def _ensure_topic(self) -> None:
-        try:
-            ensure_topic(self.settings, timeout=_ENSURE_TOPIC_TIMEOUT)
-        except BrokerUnavailableError as exc:
-            # Not fatal: events queue in librdkafka and, if no broker comes, are reported
-            # undelivered by flush(), so nothing is lost by starting anyway.
-            log.warning("cannot check that topic %s exists: %s", self.settings.topic, exc)
 
     def _poll(self, timeout: float) -> None:
         if self._producer is not None:
@@ -347,20 +430,5 @@ class PaymentProducer:
         if err is None:
             future._settle((msg.partition(), msg.offset()), None)
             return
-        error = DeliveryError(
-            f"payment {future.event.payment_id} was not delivered to {self.settings.topic}: "
-            f"{err.str()}",
-            [(future.event, err.str())],
-            code=err.name(),
-            retriable=err.retriable(),
-        )
-        log.warning("%s", error, extra={"payment_id": str(future.event.payment_id)})
-        future._settle(None, error)
+        future._settle(None, self._failed_error(future.event, err))
         self._unreported.append(future)
-
-    def _on_error(self, err: Any) -> None:
-        self._last_error = err.str()
-        if err.fatal():
-            log.error("fatal producer error: %s", err.str())
-        else:
-            log.warning("producer: %s", err.str())

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import assert_type
 
 import paykafka
+import paykafka.aio
 
 
 def check_event() -> None:
@@ -56,3 +57,14 @@ def check_errors() -> None:
         assert_type(exc.status, int | None)
     except paykafka.PayKafkaError as exc:
         assert_type(exc.retriable, bool)
+
+
+async def check_async_producer(settings: paykafka.Settings) -> None:
+    async with paykafka.aio.AsyncPaymentProducer(settings) as producer:
+        assert_type(producer, paykafka.aio.AsyncPaymentProducer)
+        event = paykafka.PaymentEvent(user="a", amount="1.00", currency="EUR", method="blik")
+        assert_type(await producer.send(event), paykafka.Delivery)
+        future = await producer.enqueue(event)
+        assert_type(future, paykafka.aio.DeliveryTask)
+        assert_type(await future, paykafka.Delivery)
+        await producer.flush(timeout=5)
