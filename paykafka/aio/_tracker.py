@@ -1,0 +1,621 @@
+"""``AsyncPaymentTracker``: the asyncio shell over the tracking core.
+
+Every decision (which record is next, key order, at most ``concurrency`` in flight, retry or
+dead-letter, which offset is safe to commit, when to pause fetching) is made by
+:class:`paykafka._tracking.TrackerCore`, the same core the sync ``PaymentTracker`` uses. This
+module only does the I/O, on the event loop's thread:
+
+* librdkafka is read with ``consume(n, 0)``, which never waits; when nothing came, the loop
+  sleeps a few milliseconds (or until a handler finishes) and asks again. Rebalance and commit
+  callbacks are served by those same calls, so the core is only ever touched from the loop;
+* handlers run as tasks, at most ``concurrency`` at once, one per key at a time;
+* what blocks (dead-letter writes that wait for their ack, the first fetch of a writer schema
+  from the registry, the final commit and close) runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaError as _RdKafkaError
+
+from paykafka._dlq import DeadLetterWriter
+from paykafka._errors import DecodeError, KafkaError, PayKafkaError
+from paykafka._event import PaymentEvent
+from paykafka._registry import RegistryClient
+from paykafka._schema import PaymentSchema, load_schema
+from paykafka._serde import EventDeserializer
+from paykafka._settings import Settings
+from paykafka._tracker import TrackedEvent
+from paykafka._tracking import Policy, TrackerCore, Verdict, Work
+
+__all__ = ["AsyncPaymentTracker"]
+
+log = logging.getLogger(__name__)
+
+# Records taken from librdkafka per consume() call.
+_BATCH = 500
+# Seconds between reads of librdkafka when the last one found nothing (a handler finishing
+# wakes the loop sooner). Bounds the latency a quiet topic adds, at ~200 cheap calls/s.
+_IDLE_POLL = 0.005
+# Frame header bytes that carry the writer schema id (after the magic byte).
+_ID_BYTES = slice(1, 5)
+
+Handler = Callable[[PaymentEvent], Awaitable[object]]
+
+
+class AsyncPaymentTracker:
+    """Reads :class:`PaymentEvent`s from asyncio code; use it with ``async with``.
+
+    ``async for event in tracker`` hands events out one at a time, each acknowledged when the
+    loop asks for the next. ``await tracker.run(handler)`` calls ``async def handler(event)``
+    with up to ``concurrency`` events at once: one user's (key's) events strictly in offset
+    order, different users' concurrently, and only offsets below the lowest unhandled record
+    committed. ``concurrency=1`` handles one event at a time, like the sync tracker.
+
+    The other options are the sync tracker's: ``handler_retries`` / ``retry_backoff`` retry a
+    failing handler (holding back only later events of that key), then its record is
+    dead-lettered (or the error raised with ``dead_letters=False``). ``max_buffered`` bounds
+    the records held: fetching pauses while that many are held and resumes at half.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        registry: RegistryClient | None = None,
+        schema: PaymentSchema | None = None,
+        from_beginning: bool = False,
+        dead_letters: bool = True,
+        handler_retries: int = 3,
+        retry_backoff: float = 0.5,
+        concurrency: int = 1,
+        max_buffered: int = 2000,
+        commit_interval: float = 1.0,
+        kafka_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self._registry = registry
+        self._owns_registry = registry is None
+        self._schema = schema
+        self._from_beginning = from_beginning
+        self._overrides = dict(kafka_overrides or {})
+        self._core: TrackerCore[Any] = TrackerCore(
+            Policy(
+                concurrency=concurrency,
+                max_buffered=max(max_buffered, concurrency),
+                handler_retries=handler_retries,
+                retry_backoff=retry_backoff,
+                dead_letters=dead_letters,
+                commit_interval=commit_interval,
+            )
+        )
+        self._consumer: Consumer | None = None
+        self._decode: EventDeserializer | None = None
+        self._known_ids: set[bytes] = set()
+        self._dlq: DeadLetterWriter | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._closing = False
+        self._failure: BaseException | None = None
+        self._tasks: dict[Work[Any], asyncio.Task[None]] = {}
+        self._replayed: set[tuple[str, int]] = set()
+        self._idle_since = time.monotonic()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> Self:
+        """Connect and subscribe; idempotent."""
+        if self._consumer is not None:
+            return self
+        self._loop = asyncio.get_running_loop()
+        schema = self._schema
+        if schema is None:
+            schema = await asyncio.to_thread(load_schema, self.settings.schema_path)
+        if self._registry is None:
+            self._registry = RegistryClient(self.settings)
+        self._decode = EventDeserializer(schema, self._registry.schema_by_id)
+        conf = self.settings.consumer_config(
+            error_cb=self._on_error,
+            on_commit=self._on_commit,
+            **{"enable.partition.eof": True},
+            **self._overrides,
+        )
+        if self._from_beginning:
+            conf["auto.offset.reset"] = "earliest"
+        consumer = Consumer(conf)
+        consumer.subscribe(
+            [self.settings.topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        self._consumer = consumer
+        log.info(
+            "async tracker subscribed to %s as group %s (concurrency %d)",
+            self.settings.topic,
+            self.settings.group_id,
+            self._core.policy.concurrency,
+        )
+        return self
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Abandon what is in flight, commit what was handled and leave the group."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        self._stopping = self._closing = True
+        await self._abandon(list(self._tasks))
+        offsets = self._core.to_commit(time.monotonic())
+        self._consumer = None
+        try:
+            if offsets:
+                await asyncio.to_thread(self._commit_now, consumer, offsets)
+        finally:
+            # close() serves the final revoke from its own thread; _closing keeps it harmless.
+            await asyncio.to_thread(consumer.close)
+            if self._dlq is not None:
+                await asyncio.to_thread(self._dlq.close)
+            if self._owns_registry and self._registry is not None:
+                self._registry.close()
+                self._registry = None
+
+    def stop(self) -> None:
+        """Ask the tracker to stop: nothing new is handed out, what is in flight finishes.
+
+        Safe from any thread and from signal handlers.
+        """
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._stopping = True
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._request_stop()
+        else:
+            loop.call_soon_threadsafe(self._request_stop)
+
+    @property
+    def handled(self) -> int:
+        """Events handled (acknowledged) so far."""
+        return self._core.handled_count
+
+    @property
+    def dead_lettered(self) -> int:
+        """Records sent to the dead-letter topic so far."""
+        return self._core.dead_lettered_count
+
+    @property
+    def in_flight(self) -> int:
+        """Events handed to a handler and not yet finished."""
+        return self._core.in_flight
+
+    async def commit(self) -> None:
+        """Commit the offsets of handled events now (normally done every ``commit_interval``)."""
+        consumer = self._started()
+        offsets = self._core.to_commit(time.monotonic())
+        if offsets:
+            await asyncio.to_thread(self._commit_now, consumer, offsets)
+
+    # -- reading one at a time -----------------------------------------------------------------
+
+    async def records(
+        self,
+        *,
+        max_records: int | None = None,
+        idle_timeout: float | None = None,
+        stop_at_end: bool = False,
+    ) -> AsyncIterator[TrackedEvent]:
+        """Events with their position, one at a time, until :meth:`stop`, ``max_records``,
+        ``idle_timeout`` seconds without one, or (``stop_at_end``) every assigned partition
+        read to its end. Each is acknowledged when the loop asks for the next one; one the
+        loop did not get past (``break``, an exception) is read again."""
+        self._started()
+        count = 0
+        self._idle_since = time.monotonic()
+        while not self._stopping and (max_records is None or count < max_records):
+            work = await self._next(idle_timeout, stop_at_end, limit=1)
+            if work is None:
+                break
+            record = await self._decoded(work)
+            if record is None:
+                continue
+            count += 1
+            try:
+                yield record
+            except GeneratorExit:
+                self._core.release(work)
+                raise
+            self._core.handled(work)
+            self._idle_since = time.monotonic()
+        self._raise_failure()
+
+    async def __aiter__(self) -> AsyncIterator[PaymentEvent]:
+        """Events until :meth:`stop`; each acknowledged when the loop asks for the next."""
+        async for record in self.records():
+            yield record.event
+
+    # -- handling concurrently -----------------------------------------------------------------
+
+    async def run(
+        self,
+        handler: Handler,
+        *,
+        max_events: int | None = None,
+        idle_timeout: float | None = None,
+        stop_at_end: bool = False,
+        handle_signals: bool = True,
+    ) -> int:
+        """Await ``handler(event)`` for each event, up to ``concurrency`` at once, until
+        stopped; returns how many were handled.
+
+        SIGINT and SIGTERM (when the loop runs in the main thread) and :meth:`stop` end it
+        gracefully: nothing new starts, handlers in flight finish, what was handled is
+        committed. Cancelling ``run()`` abandons the handlers in flight instead (they are
+        cancelled and their events read again later).
+        """
+        self._started()
+        restore = self._install_signals() if handle_signals else None
+        before = self._core.handled_count
+        self._idle_since = time.monotonic()
+        try:
+            while not self._stopping:
+                done = self._core.handled_count - before
+                if max_events is not None and done >= max_events:
+                    break
+                limit = None if max_events is None else max_events - done - self._core.in_flight
+                if limit is not None and limit <= 0:
+                    await self._sleep(_IDLE_POLL)  # the rest are in flight
+                    continue
+                work = await self._next(idle_timeout, stop_at_end, limit=limit)
+                if work is None:
+                    break
+                self._tasks[work] = asyncio.get_running_loop().create_task(
+                    self._handle(handler, work)
+                )
+            await self._settle()
+        except BaseException:
+            await self._abandon(list(self._tasks))
+            raise
+        finally:
+            if restore is not None:
+                restore()
+        self._raise_failure()
+        return self._core.handled_count - before
+
+    # -- internals: the pump -------------------------------------------------------------------
+
+    async def _next(
+        self, idle_timeout: float | None, stop_at_end: bool, *, limit: int | None
+    ) -> Work[Any] | None:
+        """The next record whose turn it is, reading Kafka while there is none; None once the
+        tracker stops, goes idle for ``idle_timeout`` or (``stop_at_end``) reached the end."""
+        core = self._core
+        while not self._stopping:
+            got = self._pump()
+            now = time.monotonic()
+            work = core.next_work(now) if limit is None or limit > 0 else None
+            if work is not None:
+                return work
+            if core.in_flight == 0 and core.held == 0:
+                if stop_at_end and core.all_at_end():
+                    return None
+                if idle_timeout is not None and now - self._idle_since >= idle_timeout:
+                    return None
+            else:
+                self._idle_since = now
+            if got:
+                await asyncio.sleep(0)
+                continue
+            wait = _IDLE_POLL
+            deadline = core.next_deadline()
+            if deadline is not None:
+                wait = max(0.0, min(wait, deadline - now))
+            await self._sleep(wait)
+        return None
+
+    def _pump(self) -> int:
+        """Read what librdkafka has (never waiting), pause or resume, commit when due."""
+        consumer = self._consumer
+        if consumer is None:
+            return 0
+        core = self._core
+        messages = consumer.consume(_BATCH, 0)
+        if messages:
+            good = []
+            for msg in messages:
+                if msg.error() is None:
+                    good.append(msg)
+                else:
+                    self._on_message_error(msg)
+            if good:
+                core.fetched(good)
+        pause, resume = core.flow()
+        if pause:
+            consumer.pause([TopicPartition(t, p) for t, p in pause])
+            log.debug("paused %d partitions: %d records held", len(pause), core.held)
+        if resume:
+            consumer.resume([TopicPartition(t, p) for t, p in resume])
+        now = time.monotonic()
+        if core.commit_due(now):
+            offsets = core.to_commit(now)
+            if offsets:
+                try:
+                    consumer.commit(offsets=_positions(offsets), asynchronous=True)
+                except KafkaException as exc:
+                    core.commit_failed(offsets)
+                    log.warning("commit failed: %s", exc.args[0].str())
+        return len(messages)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if a handler finishes meanwhile."""
+        wake = self._wake
+        if seconds <= 0 or wake.is_set():
+            wake.clear()
+            await asyncio.sleep(0)
+            return
+        timer = asyncio.get_running_loop().call_later(seconds, wake.set)
+        try:
+            await wake.wait()
+        finally:
+            timer.cancel()
+            wake.clear()
+
+    async def _settle(self) -> None:
+        """Let every handler in flight finish (a graceful stop), serving Kafka meanwhile."""
+        while self._tasks:
+            self._pump()
+            await self._sleep(_IDLE_POLL)
+
+    async def _abandon(self, works: list[Work[Any]]) -> None:
+        """Cancel the handlers of ``works``; their records go back unacknowledged."""
+        tasks = [self._tasks[w] for w in works if w in self._tasks]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- internals: one record -----------------------------------------------------------------
+
+    async def _handle(self, handler: Handler, work: Work[Any]) -> None:
+        core = self._core
+        try:
+            record = await self._decoded(work)
+            if record is None:
+                return
+            try:
+                await handler(record.event)
+            except asyncio.CancelledError:
+                core.release(work)
+                raise
+            except Exception as exc:  # noqa: BLE001 - any handler error goes to the retry policy
+                await self._failed(work, record, exc)
+            else:
+                core.handled(work)
+        finally:
+            self._tasks.pop(work, None)
+            self._wake.set()
+
+    async def _failed(self, work: Work[Any], record: TrackedEvent, exc: Exception) -> None:
+        verdict = self._core.handler_failed(work, time.monotonic(), stopping=self._stopping)
+        if verdict is Verdict.RETRY:
+            log.warning(
+                "handler failed on %s[%d]@%d (attempt %d): %r; retrying later",
+                record.topic,
+                record.partition,
+                record.offset,
+                work.attempts,
+                exc,
+            )
+        elif verdict is Verdict.DEAD_LETTER:
+            await self._dead_letter(
+                work, "handler_failed", f"{type(exc).__name__}: {exc}", record.schema_id
+            )
+        elif verdict is Verdict.RAISE:
+            self._fail(exc)
+
+    async def _decoded(self, work: Work[Any]) -> TrackedEvent | None:
+        """The record as a TrackedEvent, decoded once; None if it failed (already dealt with)."""
+        if isinstance(work.value, TrackedEvent):
+            return work.value
+        msg = work.record
+        value = msg.value()
+        decode = self._decode
+        assert decode is not None
+        try:
+            if type(value) is bytes and value[_ID_BYTES] in self._known_ids:
+                schema_id, event = decode.decode(value)
+            else:
+                # A writer schema not seen yet may need the registry: not on the loop.
+                schema_id, event = await asyncio.to_thread(decode.decode, value)
+                if type(value) is bytes:
+                    self._known_ids.add(value[_ID_BYTES])
+        except DecodeError as exc:
+            verdict = self._core.decode_failed(
+                work, time.monotonic(), retriable=exc.retriable, stopping=self._stopping
+            )
+            if verdict is Verdict.RETRY:
+                log.warning("cannot decode %s yet (%s); retrying later", work, exc)
+            elif verdict is Verdict.DEAD_LETTER:
+                await self._dead_letter(work, exc.reason.value, str(exc), exc.schema_id)
+            elif verdict is Verdict.RAISE:
+                self._fail(exc)
+            return None
+        except Exception as exc:  # noqa: BLE001 - not the record's fault (refused credentials...)
+            self._core.release(work)
+            self._fail(exc)
+            return None
+        key = msg.key()
+        ts_type, ts = msg.timestamp()
+        record = TrackedEvent(
+            event=event,
+            topic=work.topic,
+            partition=work.partition,
+            offset=work.offset,
+            key=key.decode("utf-8", "replace") if key is not None else None,
+            schema_id=schema_id,
+            appended_at=datetime.fromtimestamp(ts / 1000, UTC) if ts_type and ts > 0 else None,
+        )
+        work.value = record
+        return record
+
+    async def _dead_letter(
+        self, work: Work[Any], reason: str, message: str, schema_id: int | None
+    ) -> None:
+        if self._dlq is None:
+            self._dlq = DeadLetterWriter(self.settings)
+        try:
+            await asyncio.to_thread(
+                self._dlq.write,
+                work.record,
+                reason=reason,
+                message=message,
+                schema_id=schema_id,
+                attempts=max(work.attempts, 1),
+            )
+        except BaseException as exc:
+            self._core.release(work)  # not dead-lettered, so not skipped either
+            if isinstance(exc, Exception):
+                self._fail(exc)
+            raise
+        self._core.dead_lettered(work)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._failure is None:
+            self._failure = exc
+        self._request_stop()
+
+    def _raise_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
+    def _request_stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    # -- internals: librdkafka's callbacks (served by consume(), on the loop) -------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            if self._from_beginning and key not in self._replayed:
+                tp.offset = OFFSET_BEGINNING
+                self._replayed.add(key)
+        consumer.assign(partitions)
+        self._core.assigned((tp.topic, tp.partition) for tp in partitions)
+        log.info("assigned %s", [f"{tp.topic}[{tp.partition}]" for tp in partitions])
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(tp.topic, tp.partition) for tp in partitions]
+        core = self._core
+        core.revoking(tps)
+        # Abandon the handlers of those partitions: their records are not committed and the
+        # next owner reads them; cancelling keeps two owners from handling one key at once.
+        for work, task in list(self._tasks.items()):
+            if (work.topic, work.partition) in tps:
+                task.cancel()
+        offsets = core.revoked(tps)
+        if offsets and not self._closing:
+            self._commit_now(consumer, offsets)
+        log.info("revoked %s", [f"{t}[{p}]" for t, p in tps])
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(tp.topic, tp.partition) for tp in partitions]
+        for work, task in list(self._tasks.items()):
+            if (work.topic, work.partition) in tps:
+                task.cancel()
+        self._core.lost(tps)
+        log.warning("lost %s: nothing of them is committed", [f"{t}[{p}]" for t, p in tps])
+
+    def _on_commit(self, err: Any, partitions: list[TopicPartition]) -> None:
+        if err is None or err.code() == _RdKafkaError._NO_OFFSET:
+            return
+        log.warning("commit failed: %s", err.str())
+        self._core.commit_failed(
+            {(tp.topic, tp.partition): tp.offset for tp in partitions if tp.offset >= 0}
+        )
+
+    def _on_message_error(self, msg: Any) -> None:
+        err = msg.error()
+        if err.code() == _RdKafkaError._PARTITION_EOF:
+            self._core.at_end(msg.topic(), msg.partition())
+            return
+        if err.fatal():
+            self._fail(KafkaError(f"fatal consumer error: {err.str()}", code=err.name()))
+            return
+        log.warning("consumer: %s", err.str(), extra={"code": err.name()})
+
+    def _on_error(self, err: Any) -> None:
+        log.warning("consumer: %s", err.str())
+
+    @staticmethod
+    def _commit_now(consumer: Consumer, offsets: dict[tuple[str, int], int]) -> None:
+        try:
+            consumer.commit(offsets=_positions(offsets), asynchronous=False)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if err.code() != _RdKafkaError._NO_OFFSET:
+                log.warning("commit failed: %s", err.str())
+
+    def _install_signals(self) -> Callable[[], None] | None:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {s: signal.getsignal(s) for s in signals}
+        installed = []
+        for s in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(s, self._on_signal, s)
+                installed.append(s)
+
+        def restore() -> None:
+            for s in installed:
+                loop.remove_signal_handler(s)
+                handler = previous[s]
+                if handler is not None:
+                    signal.signal(s, handler)
+
+        return restore
+
+    def _on_signal(self, signum: int) -> None:
+        log.info("signal %d: stopping once the events in flight are handled", signum)
+        self._request_stop()
+
+    def _started(self) -> Consumer:
+        if self._consumer is None:
+            raise PayKafkaError(
+                "the tracker is not started: use `async with AsyncPaymentTracker() as tracker:` "
+                "or await start() first"
+            )
+        return self._consumer
+
+
+def _positions(offsets: dict[tuple[str, int], int]) -> list[TopicPartition]:
+    return [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
