@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import attrs
+from confluent_kafka import KafkaError as _RdKafkaError
 from confluent_kafka import KafkaException, Producer
 
 from paykafka._admin import ensure_topic
@@ -251,11 +252,14 @@ class _ProducerBase:
         )
 
     def _failed_error(self, event: PaymentEvent, err: Any) -> DeliveryError:
+        # librdkafka calls a message timeout final for that message, but sending the event
+        # again can succeed once the broker is back: for the caller it is retriable.
+        retriable = err.retriable() or err.code() == _RdKafkaError._MSG_TIMED_OUT
         error = DeliveryError(
             f"payment {event.payment_id} was not delivered to {self.settings.topic}: {err.str()}",
             [(event, err.str())],
             code=err.name(),
-            retriable=err.retriable(),
+            retriable=retriable,
         )
         log.warning("%s", error, extra={"payment_id": str(event.payment_id)})
         return error

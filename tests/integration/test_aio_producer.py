@@ -96,6 +96,8 @@ def test_failed_send_raises_and_an_abandoned_one_is_reported_by_close(
         with pytest.raises(DeliveryError) as awaited:
             await producer.send(first)
         assert awaited.value.undelivered[0][0] == first
+        assert awaited.value.code == "_MSG_TIMED_OUT"
+        assert awaited.value.retriable  # the broker may be back later: sending again can work
         abandoned = asyncio.ensure_future(producer.send(second))
         await asyncio.sleep(0.2)
         abandoned.cancel()
