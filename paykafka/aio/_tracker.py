@@ -48,6 +48,9 @@ _BATCH = 500
 # Seconds between reads of librdkafka when the last one found nothing (a handler finishing
 # wakes the loop sooner). Bounds the latency a quiet topic adds, at ~200 cheap calls/s.
 _IDLE_POLL = 0.005
+# Handlers started per turn of the loop: their first steps (decoding) run in the next turn, so
+# this bounds how long one turn takes (and so the loop's lag) when hundreds are ready at once.
+_HANDOUT_BATCH = 32
 # Frame header bytes that carry the writer schema id (after the magic byte).
 _ID_BYTES = slice(1, 5)
 
@@ -283,21 +286,31 @@ class AsyncPaymentTracker:
         restore = self._install_signals() if handle_signals else None
         before = self._core.handled_count
         self._idle_since = time.monotonic()
+        core = self._core
+        loop = asyncio.get_running_loop()
         try:
             while not self._stopping:
-                done = self._core.handled_count - before
+                done = core.handled_count - before
                 if max_events is not None and done >= max_events:
                     break
-                limit = None if max_events is None else max_events - done - self._core.in_flight
-                if limit is not None and limit <= 0:
-                    await self._sleep(_IDLE_POLL)  # the rest are in flight
+                got = self._pump()
+                now = time.monotonic()
+                room = _HANDOUT_BATCH
+                if max_events is not None:
+                    room = min(room, max_events - done - core.in_flight)
+                started = 0
+                while started < room:
+                    work = core.next_work(now)
+                    if work is None:
+                        break
+                    self._tasks[work] = loop.create_task(self._handle(handler, work))
+                    started += 1
+                if started == _HANDOUT_BATCH or got:
+                    await asyncio.sleep(0)  # let what started run before handing out more
                     continue
-                work = await self._next(idle_timeout, stop_at_end, limit=limit)
-                if work is None:
+                if self._finished(now, idle_timeout, stop_at_end):
                     break
-                self._tasks[work] = asyncio.get_running_loop().create_task(
-                    self._handle(handler, work)
-                )
+                await self._sleep(self._wait(now))
             await self._settle()
         except BaseException:
             await self._abandon(list(self._tasks))
@@ -322,22 +335,30 @@ class AsyncPaymentTracker:
             work = core.next_work(now) if limit is None or limit > 0 else None
             if work is not None:
                 return work
-            if core.in_flight == 0 and core.held == 0:
-                if stop_at_end and core.all_at_end():
-                    return None
-                if idle_timeout is not None and now - self._idle_since >= idle_timeout:
-                    return None
-            else:
-                self._idle_since = now
             if got:
                 await asyncio.sleep(0)
                 continue
-            wait = _IDLE_POLL
-            deadline = core.next_deadline()
-            if deadline is not None:
-                wait = max(0.0, min(wait, deadline - now))
-            await self._sleep(wait)
+            if self._finished(now, idle_timeout, stop_at_end):
+                return None
+            await self._sleep(self._wait(now))
         return None
+
+    def _finished(self, now: float, idle_timeout: float | None, stop_at_end: bool) -> bool:
+        """Nothing held or in flight, and the end reached or idle for ``idle_timeout``."""
+        core = self._core
+        if core.in_flight or core.held:
+            self._idle_since = now
+            return False
+        if stop_at_end and core.all_at_end():
+            return True
+        return idle_timeout is not None and now - self._idle_since >= idle_timeout
+
+    def _wait(self, now: float) -> float:
+        """Seconds to sleep before reading Kafka again: a short poll, or until a retry is due."""
+        deadline = self._core.next_deadline()
+        if deadline is None:
+            return _IDLE_POLL
+        return max(0.0, min(_IDLE_POLL, deadline - now))
 
     def _pump(self) -> int:
         """Read what librdkafka has (never waiting), pause or resume, commit when due."""
