@@ -372,8 +372,13 @@ class AsyncPaymentTracker:
             for msg in messages:
                 if msg.error() is None:
                     good.append(msg)
-                else:
-                    self._on_message_error(msg)
+                    continue
+                # In order: an end-of-partition after records of it must not be undone by
+                # feeding those records afterwards.
+                if good:
+                    core.fetched(good)
+                    good = []
+                self._on_message_error(msg)
             if good:
                 core.fetched(good)
         pause, resume = core.flow()
