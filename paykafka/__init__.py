@@ -39,7 +39,7 @@ from paykafka._producer import Delivery, DeliveryFuture, PaymentProducer, key_by
 from paykafka._registry import CompatibilityResult, RegisteredSchema, RegistryClient
 from paykafka._schema import PaymentSchema, load_schema
 from paykafka._settings import DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_REGISTRY_URL, Settings
-from paykafka._tracker import PaymentTracker, TrackedEvent
+from paykafka._tracking import PaymentTracker, TrackedEvent
 from paykafka._version import __version__
 
 __all__ = [

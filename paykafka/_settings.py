@@ -137,6 +137,10 @@ class Settings:
     topic_replication_factor: int = attrs.field(default=3, converter=int, validator=_positive)
     #: Consumer group of trackers. ``PAYKAFKA_GROUP_ID``.
     group_id: str = attrs.field(default="payment-tracker", validator=_nonempty)
+    #: Seconds between a tracker's commits of the offsets it handled: a tracker that crashes
+    #: leaves at most about this much of its work to be read again by the group.
+    #: ``PAYKAFKA_COMMIT_INTERVAL``.
+    commit_interval: float = attrs.field(default=1.0, converter=float, validator=_positive)
     #: Register the schema when the producer starts; ``False`` for governed deployments
     #: where only an already registered version may be used. ``PAYKAFKA_AUTO_REGISTER``.
     auto_register: bool = True
@@ -307,6 +311,7 @@ def _as_level(raw: str) -> str:
 _ENV_PARSERS: dict[str, Callable[[str], Any]] = {
     "auto_register": _as_bool,
     "registry_timeout": float,
+    "commit_interval": float,
     "kafka_options": _as_json_object,
     "compatibility": _as_level,
     "create_topic": _as_bool,

@@ -43,7 +43,7 @@ from paykafka._registry import RegistryClient
 from paykafka._schema import load_schema
 from paykafka._serde import EventDeserializer
 from paykafka._settings import Settings
-from paykafka._tracker import PaymentTracker, TrackedEvent
+from paykafka._tracking import PaymentTracker, TrackedEvent
 
 _EXIT_CODES = """\
 exit codes:

@@ -4,6 +4,17 @@
 the shells read and write Kafka around it. See the core module's docstring for its API.
 """
 
+from paykafka._tracking._base import TrackedEvent, TrackerBase
 from paykafka._tracking._core import Policy, RecordLike, TrackerCore, Verdict, Work
+from paykafka._tracking._sync import PaymentTracker
 
-__all__ = ["Policy", "RecordLike", "TrackerCore", "Verdict", "Work"]
+__all__ = [
+    "PaymentTracker",
+    "Policy",
+    "RecordLike",
+    "TrackedEvent",
+    "TrackerBase",
+    "TrackerCore",
+    "Verdict",
+    "Work",
+]

@@ -43,8 +43,11 @@ Committing and flow control::
                                      lowest offset not yet handled (a contiguous prefix), so a
                                      crash or a new owner never skips an unhandled record
     commit_failed(offsets)           the commit did not happen: offer those again next time
-    flow() -> (pause, resume)        partitions to pause / resume: fetching stops while
-                                     ``max_buffered`` records are held and resumes at half
+    full                             ``max_buffered`` records held: fetch no more for now
+    flow(now=None) -> (pause, resume)
+                                     partitions to pause / resume: fetching stops while
+                                     ``max_buffered`` records are held (``pause_after``
+                                     seconds, given ``now``) and resumes at half
 
 Ordering: records with the same key in one partition are handed out strictly in offset order,
 one at a time; records of different keys may be in flight together, at most ``concurrency`` of
@@ -114,6 +117,9 @@ class Policy:
     dead_letters: bool = True
     #: Seconds between commits of handled offsets.
     commit_interval: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
+    #: Seconds the buffer must stay full before ``flow(now)`` pauses (0: at once). A fast
+    #: handler drains it in moments, and a pause costs librdkafka what it fetched ahead.
+    pause_after: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
 
 
 _PENDING, _IN_FLIGHT, _DONE = 0, 1, 2
@@ -209,6 +215,7 @@ class TrackerCore(Generic[R]):
         self._held = 0
         self._paused: set[TopicPartition] = set()
         self._last_commit: float | None = None
+        self._full_since: float | None = None
         #: Records handled (handler returned, or handed back done by an iterating caller).
         self.handled_count = 0
         #: Records dead-lettered.
@@ -428,7 +435,9 @@ class TrackerCore(Generic[R]):
     def commit_due(self, now: float) -> bool:
         """Whether ``commit_interval`` has passed since the last commit and an offset moved."""
         last = self._last_commit
-        if last is not None and now - last < self.policy.commit_interval:
+        if last is None:
+            self._last_commit = last = now  # the first interval starts at the first ask
+        if now - last < self.policy.commit_interval:
             return False
         return any(p.safe_offset() != p.committed for p in self._parts.values())
 
@@ -447,14 +456,26 @@ class TrackerCore(Generic[R]):
             if part is not None and part.committed == offset:
                 part.committed = None
 
-    def flow(self) -> tuple[list[TopicPartition], list[TopicPartition]]:
+    @property
+    def full(self) -> bool:
+        """``max_buffered`` records are held: a shell fetches no more until there is room."""
+        return self._held >= self.policy.max_buffered
+
+    def flow(self, now: float | None = None) -> tuple[list[TopicPartition], list[TopicPartition]]:
         """Partitions to pause and to resume now: all are paused while ``max_buffered``
-        records are held, and resumed once half of those are done."""
+        records are held (for ``pause_after`` seconds, when ``now`` is given), and resumed
+        once half of those are done."""
         limit = self.policy.max_buffered
         if self._held >= limit:
+            if now is not None:
+                if self._full_since is None:
+                    self._full_since = now
+                if now - self._full_since < self.policy.pause_after:
+                    return [], []
             pause = [tp for tp in self._parts if tp not in self._paused]
             self._paused.update(pause)
             return pause, []
+        self._full_since = None
         if self._paused and self._held <= limit // 2:
             resume = [tp for tp in self._parts if tp in self._paused]
             self._paused.clear()

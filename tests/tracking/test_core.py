@@ -116,11 +116,12 @@ def test_commit_cadence() -> None:
     assert not c.commit_due(0.0)
     c.fetched(recs(0, "ab"))
     c.handled(drain(c)[0])
-    assert c.commit_due(0.0)
-    assert c.to_commit(0.0) == {(T, 0): 1}
-    c.handled(drain(c)[0])
     assert not c.commit_due(0.5)
     assert c.commit_due(1.0)
+    assert c.to_commit(1.0) == {(T, 0): 1}
+    c.handled(drain(c)[0])
+    assert not c.commit_due(1.5)
+    assert c.commit_due(2.0)
 
 
 def test_failed_commit_is_offered_again() -> None:

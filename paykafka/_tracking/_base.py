@@ -1,0 +1,159 @@
+"""What every tracker shell shares and that is not I/O: options, the core, decoding, verdicts.
+
+Like httpx's ``BaseClient``: ``PaymentTracker`` (threads) and an asyncio tracker subclass
+:class:`TrackerBase` and only add the reading, handling and committing, so the decisions
+(:mod:`._core`) and their side effects (logging, counting) exist once.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+
+from paykafka._errors import DecodeError
+from paykafka._event import PaymentEvent
+from paykafka._registry import RegistryClient
+from paykafka._schema import PaymentSchema
+from paykafka._settings import Settings
+from paykafka._tracking._core import Policy, TrackerCore, Verdict, Work
+
+__all__ = ["Decoded", "TrackedEvent", "TrackerBase"]
+
+log = logging.getLogger("paykafka.tracker")
+
+#: What a shell keeps in ``Work.value`` once a record is decoded: (schema id, event).
+Decoded = tuple[int, PaymentEvent]
+
+
+@attrs.frozen
+class TrackedEvent:
+    """An event with where it was read from."""
+
+    event: PaymentEvent
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    schema_id: int
+    #: When the broker appended the record (UTC), if it says.
+    appended_at: datetime | None
+
+    @classmethod
+    def of(cls, work: Work[Any], decoded: Decoded) -> TrackedEvent:
+        """The tracked event for a handed-out record and its decoded value."""
+        msg = work.record
+        key = msg.key()
+        ts_type, ts = msg.timestamp()
+        return cls(
+            event=decoded[1],
+            topic=work.topic,
+            partition=work.partition,
+            offset=work.offset,
+            key=key.decode("utf-8", "replace") if key is not None else None,
+            schema_id=decoded[0],
+            appended_at=datetime.fromtimestamp(ts / 1000, UTC) if ts_type and ts > 0 else None,
+        )
+
+
+class TrackerBase:
+    """Options, the core and the decisions' bookkeeping shared by every tracker shell.
+
+    ``from_beginning``: a partition for which the group has *no committed offset* is read
+    from its first record (like ``kafka-console-consumer --from-beginning``); a committed
+    offset is always honoured, so a new member of a running group never replays what the group
+    already handled. Without it, such a partition starts where ``auto.offset.reset`` says
+    (``earliest`` in paykafka's consumer settings, so in practice the same unless overridden).
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        registry: RegistryClient | None = None,
+        schema: PaymentSchema | None = None,
+        from_beginning: bool = False,
+        dead_letters: bool = True,
+        handler_retries: int = 3,
+        retry_backoff: float = 0.5,
+        concurrency: int = 1,
+        max_buffered: int | None = None,
+        kafka_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self._registry = registry
+        self._owns_registry = registry is None
+        self._schema = schema
+        self._from_beginning = from_beginning
+        self._overrides = dict(kafka_overrides or {})
+        self.policy = Policy(
+            concurrency=concurrency,
+            max_buffered=max_buffered or max(2000, 4 * concurrency),
+            handler_retries=handler_retries,
+            retry_backoff=retry_backoff,
+            dead_letters=dead_letters,
+            commit_interval=self.settings.commit_interval,
+            # A fast handler drains a full buffer in moments: pause only when it does not,
+            # because a pause makes librdkafka drop what it had fetched ahead.
+            pause_after=0.5,
+        )
+        self._core: TrackerCore[Any] = TrackerCore(self.policy)
+        self._init_shell()
+
+    def _init_shell(self) -> None:
+        """A shell's own state (its consumer, locks...), set up at the end of ``__init__``."""
+
+    @property
+    def handled(self) -> int:
+        """Events handled (acknowledged) so far."""
+        return self._core.handled_count
+
+    @property
+    def dead_lettered(self) -> int:
+        """Records sent to the dead-letter topic so far."""
+        return self._core.dead_lettered_count
+
+    def _consumer_config(self, **library: Any) -> dict[str, Any]:
+        """The consumer settings every shell uses: offsets are committed by the shell, only
+        up to the handled prefix the core computes, never by librdkafka on its own."""
+        conf = self.settings.consumer_config(
+            **{"enable.partition.eof": True, "enable.auto.commit": False},
+            **library,
+            **self._overrides,
+        )
+        if self._from_beginning:
+            conf["auto.offset.reset"] = "earliest"
+        return conf
+
+    @staticmethod
+    def _log_decode_verdict(work: Work[Any], exc: DecodeError, verdict: Verdict) -> None:
+        if verdict is Verdict.RETRY:
+            log.warning(
+                "cannot decode %s[%d]@%d yet (%s); retrying, the record is kept",
+                work.topic,
+                work.partition,
+                work.offset,
+                exc,
+            )
+
+    @staticmethod
+    def _log_handler_verdict(work: Work[Any], exc: BaseException, verdict: Verdict) -> None:
+        if verdict is Verdict.RETRY:
+            log.warning(
+                "handler failed on %s[%d]@%d (attempt %d): %r; retrying",
+                work.topic,
+                work.partition,
+                work.offset,
+                work.attempts,
+                exc,
+            )
+        elif verdict is Verdict.RELEASED:
+            log.info(
+                "handler failed on %s[%d]@%d while stopping: %r; left unacknowledged",
+                work.topic,
+                work.partition,
+                work.offset,
+                exc,
+            )
