@@ -22,22 +22,20 @@ import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka import KafkaError as _RdKafkaError
 
 from paykafka._dlq import DeadLetterWriter
 from paykafka._errors import DecodeError, KafkaError, PayKafkaError
 from paykafka._event import PaymentEvent
 from paykafka._registry import RegistryClient
-from paykafka._schema import PaymentSchema, load_schema
+from paykafka._schema import load_schema
 from paykafka._serde import EventDeserializer
-from paykafka._settings import Settings
-from paykafka._tracker import TrackedEvent
-from paykafka._tracking import Policy, TrackerCore, Verdict, Work
+from paykafka._tracking import TrackedEvent, TrackerBase, Verdict, Work
+from paykafka._tracking._base import Decoded
 
 __all__ = ["AsyncPaymentTracker"]
 
@@ -57,7 +55,7 @@ _ID_BYTES = slice(1, 5)
 Handler = Callable[[PaymentEvent], Awaitable[object]]
 
 
-class AsyncPaymentTracker:
+class AsyncPaymentTracker(TrackerBase):
     """Reads :class:`PaymentEvent`s from asyncio code; use it with ``async with``.
 
     ``async for event in tracker`` hands events out one at a time, each acknowledged when the
@@ -66,43 +64,14 @@ class AsyncPaymentTracker:
     order, different users' concurrently, and only offsets below the lowest unhandled record
     committed. ``concurrency=1`` handles one event at a time, like the sync tracker.
 
-    The other options are the sync tracker's: ``handler_retries`` / ``retry_backoff`` retry a
-    failing handler (holding back only later events of that key), then its record is
-    dead-lettered (or the error raised with ``dead_letters=False``). ``max_buffered`` bounds
-    the records held: fetching pauses while that many are held and resumes at half.
+    The options are :class:`~paykafka.PaymentTracker`'s (the same ``TrackerBase``):
+    ``handler_retries`` / ``retry_backoff`` retry a failing handler (holding back only later
+    events of that key), then its record is dead-lettered (or the error raised with
+    ``dead_letters=False``); ``max_buffered`` bounds the records held (fetching pauses while
+    that many are held); commits happen every ``Settings.commit_interval``.
     """
 
-    def __init__(
-        self,
-        settings: Settings | None = None,
-        *,
-        registry: RegistryClient | None = None,
-        schema: PaymentSchema | None = None,
-        from_beginning: bool = False,
-        dead_letters: bool = True,
-        handler_retries: int = 3,
-        retry_backoff: float = 0.5,
-        concurrency: int = 1,
-        max_buffered: int = 2000,
-        commit_interval: float = 1.0,
-        kafka_overrides: dict[str, Any] | None = None,
-    ) -> None:
-        self.settings = settings or Settings.from_env()
-        self._registry = registry
-        self._owns_registry = registry is None
-        self._schema = schema
-        self._from_beginning = from_beginning
-        self._overrides = dict(kafka_overrides or {})
-        self._core: TrackerCore[Any] = TrackerCore(
-            Policy(
-                concurrency=concurrency,
-                max_buffered=max(max_buffered, concurrency),
-                handler_retries=handler_retries,
-                retry_backoff=retry_backoff,
-                dead_letters=dead_letters,
-                commit_interval=commit_interval,
-            )
-        )
+    def _init_shell(self) -> None:
         self._consumer: Consumer | None = None
         self._decode: EventDeserializer | None = None
         self._known_ids: set[bytes] = set()
@@ -111,9 +80,9 @@ class AsyncPaymentTracker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._closing = False
+        self._incremental = False
         self._failure: BaseException | None = None
         self._tasks: dict[Work[Any], asyncio.Task[None]] = {}
-        self._replayed: set[tuple[str, int]] = set()
         self._idle_since = time.monotonic()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -129,14 +98,12 @@ class AsyncPaymentTracker:
         if self._registry is None:
             self._registry = RegistryClient(self.settings)
         self._decode = EventDeserializer(schema, self._registry.schema_by_id)
-        conf = self.settings.consumer_config(
-            error_cb=self._on_error,
-            on_commit=self._on_commit,
-            **{"enable.partition.eof": True},
-            **self._overrides,
+        conf = self._consumer_config(error_cb=self._on_error, on_commit=self._on_commit)
+        # The cooperative protocols hand partitions over one by one (incremental assign).
+        self._incremental = (
+            "cooperative" in str(conf.get("partition.assignment.strategy", ""))
+            or str(conf.get("group.protocol", "")).lower() == "consumer"
         )
-        if self._from_beginning:
-            conf["auto.offset.reset"] = "earliest"
         consumer = Consumer(conf)
         consumer.subscribe(
             [self.settings.topic],
@@ -149,7 +116,7 @@ class AsyncPaymentTracker:
             "async tracker subscribed to %s as group %s (concurrency %d)",
             self.settings.topic,
             self.settings.group_id,
-            self._core.policy.concurrency,
+            self.policy.concurrency,
         )
         return self
 
@@ -204,16 +171,6 @@ class AsyncPaymentTracker:
             loop.call_soon_threadsafe(self._request_stop)
 
     @property
-    def handled(self) -> int:
-        """Events handled (acknowledged) so far."""
-        return self._core.handled_count
-
-    @property
-    def dead_lettered(self) -> int:
-        """Records sent to the dead-letter topic so far."""
-        return self._core.dead_lettered_count
-
-    @property
     def in_flight(self) -> int:
         """Events handed to a handler and not yet finished."""
         return self._core.in_flight
@@ -245,9 +202,10 @@ class AsyncPaymentTracker:
             work = await self._next(idle_timeout, stop_at_end, limit=1)
             if work is None:
                 break
-            record = await self._decoded(work)
-            if record is None:
+            decoded = await self._decoded(work)
+            if decoded is None:
                 continue
+            record = TrackedEvent.of(work, decoded)
             count += 1
             try:
                 yield record
@@ -366,7 +324,10 @@ class AsyncPaymentTracker:
         if consumer is None:
             return 0
         core = self._core
-        messages = consumer.consume(_BATCH, 0)
+        now = time.monotonic()
+        # A full buffer takes no more until handlers free room or flow() pauses fetching;
+        # paused, consume() still serves heartbeats and rebalances and returns nothing.
+        messages = [] if core.full and not core.paused else consumer.consume(_BATCH, 0)
         if messages:
             good = []
             for msg in messages:
@@ -381,13 +342,15 @@ class AsyncPaymentTracker:
                 self._on_message_error(msg)
             if good:
                 core.fetched(good)
-        pause, resume = core.flow()
-        if pause:
-            consumer.pause([TopicPartition(t, p) for t, p in pause])
-            log.debug("paused %d partitions: %d records held", len(pause), core.held)
-        if resume:
-            consumer.resume([TopicPartition(t, p) for t, p in resume])
-        now = time.monotonic()
+        pause, resume = core.flow(now)
+        try:
+            if pause:
+                consumer.pause([TopicPartition(t, p) for t, p in pause])
+                log.debug("paused %d partitions: %d records held", len(pause), core.held)
+            if resume:
+                consumer.resume([TopicPartition(t, p) for t, p in resume])
+        except KafkaException as exc:
+            log.info("pause/resume: %s", exc.args[0].str())
         if core.commit_due(now):
             offsets = core.to_commit(now)
             if offsets:
@@ -431,63 +394,54 @@ class AsyncPaymentTracker:
     async def _handle(self, handler: Handler, work: Work[Any]) -> None:
         core = self._core
         try:
-            record = await self._decoded(work)
-            if record is None:
+            decoded = await self._decoded(work)
+            if decoded is None:
                 return
             try:
-                await handler(record.event)
+                await handler(decoded[1])
             except asyncio.CancelledError:
                 core.release(work)
                 raise
             except Exception as exc:  # noqa: BLE001 - any handler error goes to the retry policy
-                await self._failed(work, record, exc)
+                await self._failed(work, decoded, exc)
             else:
                 core.handled(work)
         finally:
             self._tasks.pop(work, None)
             self._wake.set()
 
-    async def _failed(self, work: Work[Any], record: TrackedEvent, exc: Exception) -> None:
+    async def _failed(self, work: Work[Any], decoded: Decoded, exc: Exception) -> None:
         verdict = self._core.handler_failed(work, time.monotonic(), stopping=self._stopping)
-        if verdict is Verdict.RETRY:
-            log.warning(
-                "handler failed on %s[%d]@%d (attempt %d): %r; retrying later",
-                record.topic,
-                record.partition,
-                record.offset,
-                work.attempts,
-                exc,
-            )
-        elif verdict is Verdict.DEAD_LETTER:
+        self._log_handler_verdict(work, exc, verdict)
+        if verdict is Verdict.DEAD_LETTER:
             await self._dead_letter(
-                work, "handler_failed", f"{type(exc).__name__}: {exc}", record.schema_id
+                work, "handler_failed", f"{type(exc).__name__}: {exc}", decoded[0]
             )
         elif verdict is Verdict.RAISE:
             self._fail(exc)
 
-    async def _decoded(self, work: Work[Any]) -> TrackedEvent | None:
-        """The record as a TrackedEvent, decoded once; None if it failed (already dealt with)."""
-        if isinstance(work.value, TrackedEvent):
-            return work.value
-        msg = work.record
-        value = msg.value()
+    async def _decoded(self, work: Work[Any]) -> Decoded | None:
+        """The record's (schema id, event), decoded once; None when the core decided otherwise
+        (retry later, dead-lettered, or a failure that stops the run)."""
+        if work.value is not None:
+            return cast("Decoded", work.value)
+        value = work.record.value()
         decode = self._decode
         assert decode is not None
         try:
             if type(value) is bytes and value[_ID_BYTES] in self._known_ids:
-                schema_id, event = decode.decode(value)
+                decoded = decode.decode(value)
             else:
                 # A writer schema not seen yet may need the registry: not on the loop.
-                schema_id, event = await asyncio.to_thread(decode.decode, value)
+                decoded = await asyncio.to_thread(decode.decode, value)
                 if type(value) is bytes:
                     self._known_ids.add(value[_ID_BYTES])
         except DecodeError as exc:
             verdict = self._core.decode_failed(
                 work, time.monotonic(), retriable=exc.retriable, stopping=self._stopping
             )
-            if verdict is Verdict.RETRY:
-                log.warning("cannot decode %s yet (%s); retrying later", work, exc)
-            elif verdict is Verdict.DEAD_LETTER:
+            self._log_decode_verdict(work, exc, verdict)
+            if verdict is Verdict.DEAD_LETTER:
                 await self._dead_letter(work, exc.reason.value, str(exc), exc.schema_id)
             elif verdict is Verdict.RAISE:
                 self._fail(exc)
@@ -496,19 +450,8 @@ class AsyncPaymentTracker:
             self._core.release(work)
             self._fail(exc)
             return None
-        key = msg.key()
-        ts_type, ts = msg.timestamp()
-        record = TrackedEvent(
-            event=event,
-            topic=work.topic,
-            partition=work.partition,
-            offset=work.offset,
-            key=key.decode("utf-8", "replace") if key is not None else None,
-            schema_id=schema_id,
-            appended_at=datetime.fromtimestamp(ts / 1000, UTC) if ts_type and ts > 0 else None,
-        )
-        work.value = record
-        return record
+        work.value = decoded
+        return decoded
 
     async def _dead_letter(
         self, work: Work[Any], reason: str, message: str, schema_id: int | None
@@ -548,13 +491,11 @@ class AsyncPaymentTracker:
     # -- internals: librdkafka's callbacks (served by consume(), on the loop) -------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            key = (tp.topic, tp.partition)
-            if self._from_beginning and key not in self._replayed:
-                tp.offset = OFFSET_BEGINNING
-                self._replayed.add(key)
-        consumer.assign(partitions)
         self._core.assigned((tp.topic, tp.partition) for tp in partitions)
+        if self._incremental:
+            consumer.incremental_assign(partitions)
+        else:
+            consumer.assign(partitions)
         log.info("assigned %s", [f"{tp.topic}[{tp.partition}]" for tp in partitions])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -569,15 +510,23 @@ class AsyncPaymentTracker:
         offsets = core.revoked(tps)
         if offsets and not self._closing:
             self._commit_now(consumer, offsets)
+        self._unassign(consumer, partitions)
         log.info("revoked %s", [f"{t}[{p}]" for t, p in tps])
 
-    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(tp.topic, tp.partition) for tp in partitions]
         for work, task in list(self._tasks.items()):
             if (work.topic, work.partition) in tps:
                 task.cancel()
         self._core.lost(tps)
+        self._unassign(consumer, partitions)
         log.warning("lost %s: nothing of them is committed", [f"{t}[{p}]" for t, p in tps])
+
+    def _unassign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._incremental:
+            consumer.incremental_unassign(partitions)
+        else:
+            consumer.unassign()
 
     def _on_commit(self, err: Any, partitions: list[TopicPartition]) -> None:
         if err is None or err.code() == _RdKafkaError._NO_OFFSET:

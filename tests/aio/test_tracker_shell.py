@@ -69,9 +69,11 @@ def test_end_of_partition_after_records_of_the_same_batch_counts() -> None:
     assert core.all_at_end()
 
 
-def test_a_full_buffer_pauses_the_partition() -> None:
-    """Once max_buffered records are held the shell pauses fetching (back-pressure)."""
-    consumer = Consumer([Msg(i) for i in range(10)])
+def test_a_full_buffer_takes_no_more_records() -> None:
+    """Once max_buffered records are held the shell stops reading until there is room."""
+    consumer = Consumer([Msg(i) for i in range(10)], [Msg(10)])
     tracker = tracker_over(consumer, max_buffered=5)
     tracker._pump()
-    assert [(tp.topic, tp.partition) for tp in consumer.paused] == [("payments", 0)]
+    tracker._pump()
+    assert tracker._core.held == 10
+    assert [[m.offset() for m in batch] for batch in consumer.batches] == [[10]]  # not read

@@ -20,9 +20,8 @@ async def main(out: Path, until_end: bool) -> None:
             await asyncio.sleep(rng.random() * 0.003)
             sink.write(f"{event.payment_id}\n")
 
-        async with AsyncPaymentTracker(
-            Settings.from_env(), concurrency=32, commit_interval=0.2
-        ) as tracker:
+        settings = Settings.from_env(commit_interval=0.2)
+        async with AsyncPaymentTracker(settings, concurrency=32) as tracker:
             await tracker.run(handler, stop_at_end=until_end, idle_timeout=60)
 
 
