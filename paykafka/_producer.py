@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -66,15 +66,26 @@ class DeliveryFuture:
     the :class:`Delivery` is built when asked for, from the (partition, offset) the report gave.
     """
 
-    __slots__ = ("_callbacks", "_error", "_observed", "_position", "_producer", "event")
+    __slots__ = (
+        "_callbacks",
+        "_error",
+        "_observed",
+        "_position",
+        "_producer",
+        "_waiters",
+        "event",
+    )
 
-    def __init__(self, event: PaymentEvent, producer: PaymentProducer) -> None:
+    def __init__(self, event: PaymentEvent, producer: _ProducerBase) -> None:
         self.event = event
         self._producer = producer
         self._position: tuple[int, int] | None = None
         self._error: DeliveryError | None = None
         self._callbacks: list[Callable[[DeliveryFuture], None]] | None = None
         self._observed = False
+        # Only the async face's DeliveryTask uses it; kept here so it needs no __init__ of its
+        # own on the hot path.
+        self._waiters: list[Any] | None = None
 
     def __call__(self, err: Any, msg: Any) -> None:
         """librdkafka's delivery report for this event (not for callers)."""
@@ -168,6 +179,9 @@ class _ProducerBase:
         self._producer: Producer | None = None
         self._serialize: EventSerializer | None = None
         self._last_error: str | None = None
+        # Queued events awaiting their report, and failures not yet looked at.
+        self._pending: dict[int, DeliveryFuture] = {}
+        self._unreported: list[DeliveryFuture] = []
 
     @property
     def schema_id(self) -> int:
@@ -264,12 +278,12 @@ class _ProducerBase:
         log.warning("%s", error, extra={"payment_id": str(event.payment_id)})
         return error
 
-    def _undelivered_error(
-        self, failed: list[tuple[PaymentEvent, str]], queued: Iterable[PaymentEvent]
-    ) -> DeliveryError | None:
-        """The error a flush raises: failures nobody looked at, then what is still queued."""
-        undelivered = list(failed)
-        still = list(queued)
+    def _undelivered_error(self, *, still_queued: bool) -> DeliveryError | None:
+        """The error a flush raises: failures nobody looked at, then (``still_queued``, the
+        deadline passed) every event still waiting for its report."""
+        undelivered = [(f.event, str(f._error)) for f in self._unreported if not f._observed]
+        self._unreported.clear()
+        still = [f.event for f in self._pending.values()] if still_queued else []
         if still:
             reason = f"still queued at the flush deadline ({self._last_error or 'no error seen'})"
             undelivered.extend((event, reason) for event in still)
@@ -281,6 +295,19 @@ class _ProducerBase:
             undelivered,
             retriable=bool(still),
         )
+
+    def _poll(self, timeout: float) -> None:
+        if self._producer is not None:
+            self._producer.poll(timeout)
+
+    def _on_delivery(self, future: DeliveryFuture, err: Any, msg: Any) -> None:
+        """A delivery report, on whichever thread served it (the caller's, for both faces)."""
+        self._pending.pop(id(future), None)
+        if err is None:
+            future._settle((msg.partition(), msg.offset()), None)
+            return
+        future._settle(None, self._failed_error(future.event, err))
+        self._unreported.append(future)
 
     def _on_error(self, err: Any) -> None:
         self._last_error = err.str()
@@ -318,8 +345,6 @@ class PaymentProducer(_ProducerBase):
             queue_timeout=queue_timeout,
             kafka_overrides=kafka_overrides,
         )
-        self._pending: dict[int, DeliveryFuture] = {}
-        self._unreported: list[DeliveryFuture] = []
         self._next_poll = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -411,10 +436,7 @@ class PaymentProducer(_ProducerBase):
         """
         producer = self._started()[0]
         left = producer.flush(-1 if timeout is None else timeout)
-        failed = [(f.event, str(f._error)) for f in self._unreported if not f._observed]
-        self._unreported.clear()
-        queued = [f.event for f in self._pending.values()] if left else []
-        error = self._undelivered_error(failed, queued)
+        error = self._undelivered_error(still_queued=bool(left))
         if error is not None:
             raise error
 
@@ -424,15 +446,3 @@ class PaymentProducer(_ProducerBase):
         return len(self._producer) if self._producer is not None else 0
 
     # -- internals ---------------------------------------------------------------------------
-
-    def _poll(self, timeout: float) -> None:
-        if self._producer is not None:
-            self._producer.poll(timeout)
-
-    def _on_delivery(self, future: DeliveryFuture, err: Any, msg: Any) -> None:
-        self._pending.pop(id(future), None)
-        if err is None:
-            future._settle((msg.partition(), msg.offset()), None)
-            return
-        future._settle(None, self._failed_error(future.event, err))
-        self._unreported.append(future)

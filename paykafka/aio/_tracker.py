@@ -394,7 +394,7 @@ class AsyncPaymentTracker(TrackerBase):
     async def _handle(self, handler: Handler, work: Work[Any]) -> None:
         core = self._core
         try:
-            decoded = await self._decoded(work)
+            decoded = self._decoded_now(work) or await self._decoded(work)
             if decoded is None:
                 return
             try:
@@ -419,6 +419,23 @@ class AsyncPaymentTracker(TrackerBase):
             )
         elif verdict is Verdict.RAISE:
             self._fail(exc)
+
+    def _decoded_now(self, work: Work[Any]) -> Decoded | None:
+        """The hot path: the record decoded at once when its writer schema is known and it
+        decodes cleanly; None sends it down :meth:`_decoded` (a coroutine costs a little on
+        every event, so only the rare cases pay for one)."""
+        if work.value is not None:
+            return cast("Decoded", work.value)
+        value = work.record.value()
+        if type(value) is not bytes or value[_ID_BYTES] not in self._known_ids:
+            return None
+        assert self._decode is not None
+        try:
+            decoded = self._decode.decode(value)
+        except Exception:  # noqa: BLE001 - _decoded() decodes it again and deals with it
+            return None
+        work.value = decoded
+        return decoded
 
     async def _decoded(self, work: Work[Any]) -> Decoded | None:
         """The record's (schema id, event), decoded once; None when the core decided otherwise
