@@ -117,8 +117,9 @@ class Policy:
     dead_letters: bool = True
     #: Seconds between commits of handled offsets.
     commit_interval: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
-    #: Seconds the buffer must stay full before ``flow(now)`` pauses (0: at once). A fast
-    #: handler drains it in moments, and a pause costs librdkafka what it fetched ahead.
+    #: Seconds the buffer must stay full *with no record done* before ``flow(now)`` pauses
+    #: (0: at once). Handlers that make progress free room soon, and a pause costs librdkafka
+    #: what it fetched ahead.
     pause_after: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
 
 
@@ -463,8 +464,8 @@ class TrackerCore(Generic[R]):
 
     def flow(self, now: float | None = None) -> tuple[list[TopicPartition], list[TopicPartition]]:
         """Partitions to pause and to resume now: all are paused while ``max_buffered``
-        records are held (for ``pause_after`` seconds, when ``now`` is given), and resumed
-        once half of those are done."""
+        records are held (and, when ``now`` is given, none was done for ``pause_after``
+        seconds), and resumed once half of those are done."""
         limit = self.policy.max_buffered
         if self._held >= limit:
             if now is not None:
@@ -508,6 +509,7 @@ class TrackerCore(Generic[R]):
             return False
         work._state = _DONE
         self._held -= 1
+        self._full_since = None  # progress: the buffer is not stuck
         lane = work._lane
         items = lane.items
         items.popleft()  # the head: only the head of a lane is ever in flight

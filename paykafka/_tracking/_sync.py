@@ -45,12 +45,23 @@ __all__ = ["PaymentTracker"]
 log = logging.getLogger("paykafka.tracker")
 
 # Records taken from librdkafka per consume() call: one call per batch costs far less than
-# one poll() per record, and consume() returns as soon as one record is there.
+# one poll() per record.
 _BATCH = 500
-# Longest a revoke waits for in-flight handlers of the revoked partitions.
+# Longest a revoke waits for in-flight handlers of the revoked partitions. It runs inside the
+# rebalance, which the group gives up on after max.poll.interval.ms: never wait half of that.
 _REVOKE_WAIT = 30.0
 
 TP = tuple[str, int]
+
+
+def _take(consumer: Consumer, timeout: float) -> list[Any]:
+    """What librdkafka has fetched already (without waiting), else the first record to come
+    within ``timeout``. Why: ``consume(n, t)`` waits for all ``n`` records or all of ``t``."""
+    msgs: list[Any] = consumer.consume(_BATCH, 0)
+    if msgs:
+        return msgs
+    msg = consumer.poll(timeout)
+    return [] if msg is None else [msg]
 
 
 class _Run:
@@ -90,8 +101,18 @@ class PaymentTracker(TrackerBase):
         self._in_hand: Work[Any] | None = None
         self._incremental = False
         self._revoking = False
-        self._workers = 0
         self._last_fetch = 0.0
+        self._revoke_wait = _REVOKE_WAIT
+        # The consumer is used by the calling thread and by the keeper (re-entrant: librdkafka
+        # runs rebalance callbacks inside consume(), and they call the consumer again).
+        self._client = threading.RLock()
+        # Since when the calling thread has been inside a handler (or the caller's loop body);
+        # the keeper serves the consumer when that lasts.
+        self._busy_since: float | None = None
+        self._kept: list[TP] = []
+        self._keeper: threading.Thread | None = None
+        self._closing = threading.Event()
+        self._keep_after = 1.0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -109,7 +130,15 @@ class PaymentTracker(TrackerBase):
             "cooperative" in str(conf.get("partition.assignment.strategy", ""))
             or str(conf.get("group.protocol", "")).lower() == "consumer"
         )
+        self._revoke_wait = min(
+            _REVOKE_WAIT, float(conf.get("max.poll.interval.ms", 300_000)) / 2000
+        )
+        poll_interval = float(conf.get("max.poll.interval.ms", 300_000)) / 1000
+        self._keep_after = min(1.0, poll_interval / 4)
         self._consumer = Consumer(conf)
+        self._closing.clear()
+        self._keeper = threading.Thread(target=self._keep, name="paykafka-keeper", daemon=True)
+        self._keeper.start()
         self._consumer.subscribe(
             [self.settings.topic],
             on_assign=self._on_assign,
@@ -141,10 +170,17 @@ class PaymentTracker(TrackerBase):
             if self._in_hand is not None:
                 self._core.release(self._in_hand)
                 self._in_hand = None
+                self._cond.notify_all()
+        self._busy_since = None
+        self._closing.set()
+        if self._keeper is not None:
+            self._keeper.join()
+            self._keeper = None
         try:
             self._commit(consumer, final=True)
         finally:
-            consumer.close()  # revokes (and commits nothing new) before leaving
+            with self._client:
+                consumer.close()  # revokes (and commits nothing new) before leaving
             self._consumer = None
             if self._dlq is not None:
                 self._dlq.close()
@@ -183,6 +219,7 @@ class PaymentTracker(TrackerBase):
                 if decoded is None:
                     continue
                 self._in_hand = work
+                self._busy_since = time.monotonic()  # the caller's loop body is the handler
                 return TrackedEvent.of(work, decoded)
             left = deadline - now
             if left <= 0:
@@ -198,9 +235,12 @@ class PaymentTracker(TrackerBase):
     def ack(self) -> None:
         """Mark the event last returned by :meth:`poll` as handled."""
         work, self._in_hand = self._in_hand, None
+        self._busy_since = None
         if work is not None:
             with self._cond:
                 self._core.handled(work)
+                if self._revoking:
+                    self._cond.notify_all()
 
     def records(
         self,
@@ -234,8 +274,10 @@ class PaymentTracker(TrackerBase):
                 # (Only if still in hand: a generator closed late must not touch a newer one.)
                 if in_hand is not None and self._in_hand is in_hand:
                     self._in_hand = None
+                    self._busy_since = None
                     with self._cond:
                         self._core.release(in_hand)
+                        self._cond.notify_all()
                 raise
         self.ack()
 
@@ -270,6 +312,56 @@ class PaymentTracker(TrackerBase):
         start = core.handled_count
         limit = None if max_events is None else start + max_events
         state = _Run(limit, idle_timeout, stop_at_end, start + core.dead_lettered_count)
+        try:
+            if self.policy.concurrency == 1:
+                self._run_inline(consumer, handler, state)
+            else:
+                self._run_workers(consumer, handler, state)
+        finally:
+            if restore is not None:
+                restore()
+        if state.failures:
+            raise state.failures[0]
+        return core.handled_count - start
+
+    def _run_inline(
+        self, consumer: Consumer, handler: Callable[[PaymentEvent], object], state: _Run
+    ) -> None:
+        """One at a time, in the calling thread (the keeper serves the consumer meanwhile)."""
+        core = self._core
+        cond = self._cond
+        stop = self._stop
+        monotonic = time.monotonic
+        limit = state.limit
+        while not stop.is_set():
+            now = monotonic()
+            with cond:
+                work = core.next_work(now) if limit is None or core.handled_count < limit else None
+                due = core.commit_due(now)
+            if due:
+                self._commit(consumer)
+            if work is None:
+                if not self._between(consumer, state):
+                    return
+                continue
+            self._busy_since = now
+            try:
+                done = self._handle(handler, work)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by run()
+                state.failures.append(exc)
+                return
+            finally:
+                self._busy_since = None
+            if done:
+                with cond:
+                    core.handled(work)
+                    if self._revoking:
+                        cond.notify_all()
+
+    def _run_workers(
+        self, consumer: Consumer, handler: Callable[[PaymentEvent], object], state: _Run
+    ) -> None:
+        """``concurrency`` worker threads handle; this thread serves the consumer."""
         workers = [
             threading.Thread(
                 target=self._work,
@@ -279,55 +371,53 @@ class PaymentTracker(TrackerBase):
             )
             for i in range(self.policy.concurrency)
         ]
-        self._workers = len(workers)
         for worker in workers:
             worker.start()
         try:
-            self._serve(consumer, state)
+            while not self._stop.is_set() and not state.failures:
+                with self._cond:
+                    full = self._core.full and not self._core.paused
+                    if full:
+                        self._cond.wait(0.05)  # a worker frees room soon, or flow() pauses
+                if not self._between(consumer, state, fetch=not full):
+                    return
         finally:
             with self._cond:
                 state.running = False
                 self._cond.notify_all()
             self._drain(consumer, workers)
-            if restore is not None:
-                restore()
-        if state.failures:
-            raise state.failures[0]
-        return core.handled_count - start
 
-    def _serve(self, consumer: Consumer, state: _Run) -> None:
-        """The calling thread: fetch, feed, commit, pause or resume, until a reason to stop."""
+    def _between(self, consumer: Consumer, state: _Run, *, fetch: bool = True) -> bool:
+        """Everything but handling: limits, flow, commits, fetching. False: stop running."""
         core = self._core
-        cond = self._cond
-        limit, idle_timeout = state.limit, state.idle_timeout
-        while not self._stop.is_set() and not state.failures:
-            now = time.monotonic()
-            with cond:
-                done = core.handled_count + core.dead_lettered_count
-                if limit is not None and core.handled_count >= limit:
-                    return
-                if state.stop_at_end and core.all_at_end():
-                    return
-                pause, resume = core.flow(now)
-                due = core.commit_due(now)
-                full = core.full
-                busy = core.held > 0
-            if done != state.seen:
-                state.seen = done
-                state.idle_since = now
-            elif (
-                idle_timeout is not None
-                and now - max(state.idle_since, self._last_fetch) >= idle_timeout
-            ):
-                return
-            self._flow(consumer, pause, resume)
-            if due:
-                self._commit(consumer)
-            if full and not core.paused:
-                with cond:
-                    cond.wait(0.05)  # a worker frees room soon, or flow() pauses
-                continue
-            self._fetch(consumer, 0.1 if busy else 0.5)
+        now = time.monotonic()
+        with self._cond:
+            done = core.handled_count + core.dead_lettered_count
+            if state.limit is not None and core.handled_count >= state.limit:
+                return False
+            if state.stop_at_end and core.all_at_end():
+                return False
+            pause, resume = core.flow(now)
+            due = core.commit_due(now)
+            busy = core.held > 0
+        if done != state.seen:
+            state.seen = done
+            state.idle_since = now
+        elif (
+            state.idle_timeout is not None
+            and now - max(state.idle_since, self._last_fetch) >= state.idle_timeout
+        ):
+            return False
+        self._flow(consumer, pause, resume)
+        if due:
+            self._commit(consumer)
+        if fetch:
+            retry_at = core.next_deadline()
+            wait = 0.1 if busy else 0.5
+            if retry_at is not None:
+                wait = min(wait, max(retry_at - now, 0.0))
+            self._fetch(consumer, wait)
+        return not state.failures
 
     def _work(self, handler: Callable[[PaymentEvent], object], state: _Run) -> None:
         """A worker thread: take the next record the core hands out, decode, handle, report."""
@@ -336,8 +426,14 @@ class PaymentTracker(TrackerBase):
         stop = self._stop
         monotonic = time.monotonic
         limit, failures = state.limit, state.failures
+        done: Work[Any] | None = None
         while True:
             with cond:
+                if done is not None:
+                    core.handled(done)
+                    done = None
+                    if self._revoking:
+                        cond.notify_all()
                 while True:
                     if not state.running or stop.is_set() or failures:
                         return
@@ -348,17 +444,20 @@ class PaymentTracker(TrackerBase):
                     retry_at = core.next_deadline()
                     cond.wait(0.5 if retry_at is None else max(retry_at - monotonic(), 0.001))
             try:
-                self._handle(handler, work)
+                if self._handle(handler, work):
+                    done = work
             except BaseException as exc:  # noqa: BLE001 - re-raised by run() in its caller
                 with cond:
                     failures.append(exc)
                     cond.notify_all()
                 return
 
-    def _handle(self, handler: Callable[[PaymentEvent], object], work: Work[Any]) -> None:
+    def _handle(self, handler: Callable[[PaymentEvent], object], work: Work[Any]) -> bool:
+        """Decode and handle one record; True when handled (the caller tells the core, so it
+        can take its next record under the same lock)."""
         decoded = self._decoded(work)
         if decoded is None:
-            return
+            return False
         try:
             handler(decoded[1])
         except Exception as exc:
@@ -374,15 +473,12 @@ class PaymentTracker(TrackerBase):
                 )
             elif verdict is Verdict.RAISE:
                 raise
-            return
+            return False
         except BaseException:
             with self._cond:
                 self._core.release(work)
             raise
-        with self._cond:
-            self._core.handled(work)
-            if self._revoking:
-                self._cond.notify_all()
+        return True
 
     def _drain(self, consumer: Consumer, workers: list[threading.Thread]) -> None:
         """Wait for the workers to finish what is in flight, serving the consumer meanwhile
@@ -398,7 +494,6 @@ class PaymentTracker(TrackerBase):
             for worker in workers:
                 worker.join(0.0)
         with self._cond:
-            self._workers = 0
             # The core's own pauses stay until it resumes them; ours end here.
             resume = [
                 tp for tp in ours if tp in self._core.assignment and tp not in self._core.paused
@@ -466,14 +561,18 @@ class PaymentTracker(TrackerBase):
 
     def _fetch(self, consumer: Consumer, timeout: float) -> None:
         """Read what librdkafka has (waiting up to ``timeout`` for the first) into the core."""
-        msgs = consumer.consume(_BATCH, timeout)
-        if not msgs:
-            return
+        with self._client:
+            if self._kept:
+                self._unkeep(consumer)
+            msgs = _take(consumer, timeout)
+        if msgs:
+            self._feed(msgs)
+
+    def _feed(self, msgs: list[Any]) -> None:
         self._last_fetch = time.monotonic()
         core = self._core
         with self._cond:
-            good = [m for m in msgs if m.error() is None]
-            if len(good) == len(msgs):
+            if all(m.error() is None for m in msgs):
                 core.fetched(msgs)
             else:
                 batch: list[Any] = []
@@ -487,12 +586,64 @@ class PaymentTracker(TrackerBase):
                 core.fetched(batch)
             self._cond.notify_all()
 
+    # -- the keeper: serving the consumer while the calling thread is in a handler ------------
+
+    def _keep(self) -> None:
+        """While the calling thread has been in one handler (or loop body) longer than
+        ``_keep_after``, pause every partition and keep calling the consumer, so heartbeats,
+        ``max.poll.interval.ms`` and rebalances are served; records that still come are fed
+        to the core, never dropped."""
+        keeping = False
+        while not self._closing.wait(0.0 if keeping else 0.2):
+            since = self._busy_since
+            keeping = since is not None and time.monotonic() - since >= self._keep_after
+            if not keeping:
+                continue
+            if not self._client.acquire(timeout=0.2):
+                continue
+            try:
+                consumer = self._consumer
+                if consumer is None or self._busy_since is None:
+                    continue
+                with self._cond:
+                    core = self._core
+                    fresh = [
+                        tp
+                        for tp in core.assignment
+                        if tp not in core.paused and tp not in self._kept
+                    ]
+                self._flow(consumer, fresh, [])
+                self._kept += fresh
+                with self._cond:
+                    due = core.commit_due(time.monotonic())
+                if due:
+                    self._commit(consumer)  # what was handled before this long one
+                msgs = _take(consumer, 0.1)
+            finally:
+                self._client.release()
+            if msgs:
+                self._feed(msgs)
+
+    def _unkeep(self, consumer: Consumer) -> None:
+        """Resume what the keeper paused (the core's own pauses stay). Holds ``_client``."""
+        with self._cond:
+            resume = [
+                tp
+                for tp in self._kept
+                if tp in self._core.assignment and tp not in self._core.paused
+            ]
+        self._kept = []
+        self._flow(consumer, [], resume)
+
     def _flow(self, consumer: Consumer, pause: list[TP], resume: list[TP]) -> None:
+        if not pause and not resume:
+            return
         try:
-            if pause:
-                consumer.pause([TopicPartition(t, p) for t, p in pause])
-            if resume:
-                consumer.resume([TopicPartition(t, p) for t, p in resume])
+            with self._client:
+                if pause:
+                    consumer.pause([TopicPartition(t, p) for t, p in pause])
+                if resume:
+                    consumer.resume([TopicPartition(t, p) for t, p in resume])
         except KafkaException as exc:
             log.info("pause/resume: %s", exc.args[0].str())
 
@@ -504,10 +655,11 @@ class PaymentTracker(TrackerBase):
             return
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         try:
-            if final:
-                consumer.commit(offsets=tps, asynchronous=False)
-            else:
-                consumer.commit(offsets=tps, asynchronous=True)
+            with self._client:
+                if final:
+                    consumer.commit(offsets=tps, asynchronous=False)
+                else:
+                    consumer.commit(offsets=tps, asynchronous=True)
         except KafkaException as exc:
             err = exc.args[0]
             log.warning("commit failed: %s", err.str())
@@ -531,7 +683,7 @@ class PaymentTracker(TrackerBase):
             raise KafkaError(f"fatal consumer error: {err.str()}", code=err.name())
         log.warning("consumer: %s", err.str(), extra={"code": err.name()})
 
-    # -- rebalances (called by librdkafka inside consume()/poll(), in the polling thread) ----
+    # -- rebalances (called by librdkafka inside consume(): the calling thread or the keeper) --
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         with self._cond:
@@ -546,13 +698,12 @@ class PaymentTracker(TrackerBase):
         """Stop handing out the partitions' records, let the in-flight ones finish (for a
         while), commit exactly what was handled, then let the partitions go."""
         tps = [(tp.topic, tp.partition) for tp in partitions]
-        # Only worker threads can finish a record while we wait here; the caller's event in
-        # hand (iterating) cannot, so it is abandoned at once.
-        deadline = time.monotonic() + (_REVOKE_WAIT if self._workers else 0.0)
+        # Records in flight are finished by workers, or by the calling thread while the keeper
+        # runs this; in the calling thread itself nothing is in flight, so nothing waits.
+        deadline = time.monotonic() + min(_REVOKE_WAIT, self._revoke_wait)
         with self._cond:
             self._revoking = True
             try:
-                self._drop_in_hand(tps)
                 pending = self._core.revoking(tps)
                 while pending and time.monotonic() < deadline:
                     self._cond.wait(min(0.5, deadline - time.monotonic()))
@@ -575,17 +726,9 @@ class PaymentTracker(TrackerBase):
         """The partitions may already be someone else's: drop their records, commit nothing."""
         tps = [(tp.topic, tp.partition) for tp in partitions]
         with self._cond:
-            self._drop_in_hand(tps)
             self._core.lost(tps)
         self._unassign(consumer, partitions)
         log.warning("lost %s", [f"{tp.topic}[{tp.partition}]" for tp in partitions])
-
-    def _drop_in_hand(self, tps: list[TP]) -> None:
-        """The caller's event in hand belongs to a partition that is going: forget it."""
-        work = self._in_hand
-        if work is not None and (work.topic, work.partition) in tps:
-            self._in_hand = None
-            self._core.release(work)
 
     def _unassign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._incremental:

@@ -122,7 +122,7 @@ def slow_run(tracker: PaymentTracker, consumer: FakeConsumer, check: Any) -> Non
 def test_a_slow_handler_keeps_the_consumer_served() -> None:
     """Issue 11.3: while a handler runs, run() keeps calling the consumer (heartbeats,
     max.poll.interval.ms, rebalances), so a slow handler does not cost the membership."""
-    tracker, consumer, _ = started()
+    tracker, consumer, _ = started(kafka_overrides={"max.poll.interval.ms": 1000})
     for i in range(10):
         consumer.add(0, f"k{i}", f"u{i}".encode())
     slow_run(tracker, consumer, lambda c: True)
@@ -130,7 +130,7 @@ def test_a_slow_handler_keeps_the_consumer_served() -> None:
 
 def test_a_slow_handler_pauses_fetching_once_the_buffer_is_full() -> None:
     """Bounded memory: with the buffer full the partitions are paused, and still served."""
-    tracker, consumer, _ = started(max_buffered=4)
+    tracker, consumer, _ = started(max_buffered=4, concurrency=2)
     for i in range(10):
         consumer.add(0, f"k{i}", f"u{i}".encode())
     slow_run(tracker, consumer, lambda c: c.paused)
