@@ -17,6 +17,9 @@ from paykafka._dlq import DeadLetter, DeadLetterQueue, ReplayResult
 from paykafka._errors import (
     BrokerUnavailableError,
     ConfigError,
+    ConflictingDuplicateError,
+    DatabaseError,
+    DatabaseUnavailableError,
     DecodeError,
     DecodeReason,
     DeliveryError,
@@ -35,6 +38,15 @@ from paykafka._errors import (
     ValidationError,
 )
 from paykafka._event import PaymentEvent, PaymentMethod
+from paykafka._exactly_once import (
+    Inbox,
+    InboxOutcome,
+    Outbox,
+    OutboxRelay,
+    OutboxStatus,
+    PostgresInbox,
+    SqliteInbox,
+)
 from paykafka._producer import Delivery, DeliveryFuture, PaymentProducer, key_by_user
 from paykafka._registry import CompatibilityResult, RegisteredSchema, RegistryClient
 from paykafka._schema import PaymentSchema, load_schema
@@ -48,6 +60,9 @@ __all__ = [
     "BrokerUnavailableError",
     "CompatibilityResult",
     "ConfigError",
+    "ConflictingDuplicateError",
+    "DatabaseError",
+    "DatabaseUnavailableError",
     "DeadLetter",
     "DeadLetterQueue",
     "DecodeError",
@@ -57,9 +72,14 @@ __all__ = [
     "DeliveryFuture",
     "EncodeError",
     "GroupLag",
+    "Inbox",
+    "InboxOutcome",
     "IncompatibleSchemaError",
     "KafkaAdmin",
     "KafkaError",
+    "Outbox",
+    "OutboxRelay",
+    "OutboxStatus",
     "PartitionInfo",
     "PartitionLag",
     "PayKafkaError",
@@ -68,6 +88,7 @@ __all__ = [
     "PaymentProducer",
     "PaymentSchema",
     "PaymentTracker",
+    "PostgresInbox",
     "RegisteredSchema",
     "RegistryClient",
     "RegistryError",
@@ -78,6 +99,7 @@ __all__ = [
     "SchemaNotFoundError",
     "SerdeError",
     "Settings",
+    "SqliteInbox",
     "StackError",
     "SubjectNotFoundError",
     "TopicConfig",

@@ -24,7 +24,10 @@ stock serializers catches ours unchanged::
     ├── KafkaError                            the broker or librdkafka failed (.code)
     │   ├── DeliveryError                     events were not delivered (.undelivered)
     │   └── BrokerUnavailableError            no broker answered (retriable)
-    └── StackError                            the local stack cannot start or stop
+    ├── StackError                            the local stack cannot start or stop
+    └── DatabaseError                         the inbox's or outbox's database failed
+        ├── DatabaseUnavailableError          cannot connect, connection lost, locked (retriable)
+        └── ConflictingDuplicateError         a payment id seen before with other content
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ if TYPE_CHECKING:
 __all__ = [
     "BrokerUnavailableError",
     "ConfigError",
+    "ConflictingDuplicateError",
+    "DatabaseError",
+    "DatabaseUnavailableError",
     "DecodeError",
     "DecodeReason",
     "DeliveryError",
@@ -174,6 +180,9 @@ class DecodeReason(enum.Enum):
     WRONG_SCHEMA = "wrong_schema"
     INVALID_EVENT = "invalid_event"
     REGISTRY_UNAVAILABLE = "registry_unavailable"
+    #: Not a decoding failure: the inbox saw this payment id before with other content (a
+    #: producer reused an id). Never applied; replaying it cannot succeed.
+    CONFLICTING_DUPLICATE = "conflicting_duplicate"
 
 
 class DecodeError(SerdeError):
@@ -225,3 +234,26 @@ class BrokerUnavailableError(KafkaError):
 
 class StackError(PayKafkaError):
     """The local Kafka + registry stack cannot be started, stopped or inspected."""
+
+
+class DatabaseError(PayKafkaError):
+    """The database of an inbox or an outbox refused or failed; the message names the call."""
+
+
+class DatabaseUnavailableError(DatabaseError):
+    """The database cannot be reached, the connection was lost, or it stayed locked; the
+    same call will work once it is back (trackers retry such records without limit)."""
+
+    retriable = True
+
+
+class ConflictingDuplicateError(DatabaseError):
+    """A payment id the inbox has seen before came with different content: the producer
+    reused an id. It is never applied (dead-lettered as ``conflicting_duplicate``)."""
+
+    def __init__(self, payment_id: str) -> None:
+        super().__init__(
+            f"payment {payment_id} was applied before with different content; it is not "
+            "applied again. Find the producer that reused the id; the dead letter keeps the record"
+        )
+        self.payment_id = payment_id

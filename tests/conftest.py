@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import attrs
 import pytest
+from _locks import ports_lock
+from _postgres import PostgresCluster
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from paykafka import RegistryClient, RegistryUnavailableError, Settings
@@ -61,3 +63,25 @@ def topic_settings(live_settings: Settings) -> Iterator[Settings]:
             f.result(timeout=30)
     with RegistryClient(settings) as registry, contextlib.suppress(Exception):
         registry.delete_subject(settings.subject, permanent=True)
+
+
+#: The session's PostgreSQL cluster (the exactly-once tests); its own port, never 5432.
+POSTGRES_PORT = 24950
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster for the session; fails the test when it cannot start."""
+    with ports_lock(f"paykafka-postgres-{POSTGRES_PORT}", wait=600):
+        cluster = PostgresCluster(POSTGRES_PORT)
+        cluster.start()
+        try:
+            yield cluster
+        finally:
+            cluster.destroy()
+
+
+@pytest.fixture
+def pg_dsn(postgres: PostgresCluster) -> str:
+    """A fresh database in the session's cluster."""
+    return postgres.create_database(f"t_{uuid.uuid4().hex[:12]}")

@@ -8,6 +8,7 @@ Like httpx's ``BaseClient``: ``PaymentTracker`` (threads) and an asyncio tracker
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ import attrs
 
 from paykafka._errors import DecodeError
 from paykafka._event import PaymentEvent
+from paykafka._exactly_once import AsyncInbox, Inbox, InboxOutcome
 from paykafka._registry import RegistryClient
 from paykafka._schema import PaymentSchema
 from paykafka._settings import Settings
@@ -81,8 +83,12 @@ class TrackerBase:
         concurrency: int = 1,
         max_buffered: int | None = None,
         kafka_overrides: dict[str, Any] | None = None,
+        inbox: Inbox | AsyncInbox | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
+        self._inbox = inbox
+        self._old_warned_at = float("-inf")
+        self._old_records = 0
         self._registry = registry
         self._owns_registry = registry is None
         self._schema = schema
@@ -115,6 +121,58 @@ class TrackerBase:
         """Records sent to the dead-letter topic so far."""
         return self._core.dead_lettered_count
 
+    @property
+    def duplicates(self) -> int:
+        """Redelivered payments the inbox found applied before and skipped (with an inbox)."""
+        return self._core.duplicate_count
+
+    def _check_age(self, work: Work[Any]) -> None:
+        """Warn (at most once a minute) about records older than the inbox's window: their
+        inbox rows may have been pruned, so a redelivery of them could be applied again."""
+        inbox = self._inbox
+        if inbox is None:
+            return
+        ts_type, ts = work.record.timestamp()
+        if not ts_type or ts <= 0:
+            return
+        now = time.time()
+        if now - ts / 1000 <= inbox.window.total_seconds():
+            return
+        self._old_records += 1
+        if time.monotonic() - self._old_warned_at >= 60.0:
+            self._old_warned_at = time.monotonic()
+            log.warning(
+                "%s[%d]@%d is older than the inbox window (%s; %d such record(s) so far): its "
+                "inbox row may be pruned, so a redelivery could apply it twice. Keep the window "
+                "longer than the topic's retention plus the longest dead-letter replay delay",
+                work.topic,
+                work.partition,
+                work.offset,
+                inbox.window,
+                self._old_records,
+            )
+
+    def _settle_outcome(self, work: Work[Any], outcome: InboxOutcome) -> Verdict | None:
+        """Tell the core what the inbox did when it did not apply the record; the verdict for a
+        conflict (the shell dead-letters or raises), None otherwise. ``APPLIED`` is reported by
+        the shell like any handled record. A shell with threads holds its lock around this."""
+        core = self._core
+        if outcome is InboxOutcome.APPLIED:
+            return None
+        if outcome is InboxOutcome.DUPLICATE:
+            core.duplicate(work)
+            log.debug(
+                "%s[%d]@%d was applied before: skipped", work.topic, work.partition, work.offset
+            )
+            return None
+        log.warning(
+            "%s[%d]@%d reuses a payment id applied before with other content: not applied",
+            work.topic,
+            work.partition,
+            work.offset,
+        )
+        return core.rejected(work)
+
     def _consumer_config(self, **library: Any) -> dict[str, Any]:
         """The consumer settings every shell uses: offsets are committed by the shell, only
         up to the handled prefix the core computes, never by librdkafka on its own."""
@@ -132,6 +190,17 @@ class TrackerBase:
         if verdict is Verdict.RETRY:
             log.warning(
                 "cannot decode %s[%d]@%d yet (%s); retrying, the record is kept",
+                work.topic,
+                work.partition,
+                work.offset,
+                exc,
+            )
+
+    @staticmethod
+    def _log_unavailable_verdict(work: Work[Any], exc: BaseException, verdict: Verdict) -> None:
+        if verdict is Verdict.RETRY:
+            log.warning(
+                "cannot apply %s[%d]@%d yet (%s); retrying, the record is kept",
                 work.topic,
                 work.partition,
                 work.offset,

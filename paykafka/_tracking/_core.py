@@ -26,6 +26,13 @@ Handing out and completions (``Work`` is one record whose turn it is)::
     handler_failed(work, now, stopping=False) -> Verdict
     decode_failed(work, now, retriable=..., stopping=False) -> Verdict
     dead_lettered(work)              the dead letter was acknowledged: the record is done
+    duplicate(work)                  the record was applied before (an inbox said so): done,
+                                     counted apart from handled records
+    rejected(work) -> Verdict        the record must never be applied (a conflicting duplicate):
+                                     ``DEAD_LETTER``, or ``RAISE`` when dead letters are off
+    unavailable(work, now, stopping=False) -> Verdict
+                                     the handler could not run for a cause outside the record
+                                     (its database is down): ``RETRY`` without limit
     release(work)                    hand it back unhandled; it will be handed out again
 
 ``Verdict`` tells the shell what to do after a failure: ``RETRY`` (nothing now: the record
@@ -221,6 +228,8 @@ class TrackerCore(Generic[R]):
         self.handled_count = 0
         #: Records dead-lettered.
         self.dead_lettered_count = 0
+        #: Records found applied before (redeliveries an inbox absorbed).
+        self.duplicate_count = 0
 
     # -- state ---------------------------------------------------------------------------
 
@@ -385,6 +394,21 @@ class TrackerCore(Generic[R]):
         """The record's dead letter was acknowledged: done, like a handled record."""
         if self._finish(work):
             self.dead_lettered_count += 1
+
+    def duplicate(self, work: Work[R]) -> None:
+        """The record had been applied before (an inbox found its id): done, not handled."""
+        if self._finish(work):
+            self.duplicate_count += 1
+
+    def rejected(self, work: Work[R]) -> Verdict:
+        """The record must never be applied (a conflicting duplicate): dead-letter it at once,
+        no retries (they cannot help); with dead letters off it is released and raised."""
+        return self._give_up(work)
+
+    def unavailable(self, work: Work[R], now: float, *, stopping: bool = False) -> Verdict:
+        """The handler could not run for a cause outside the record (its database is down):
+        retried with backoff without limit, like a registry outage; never dead-lettered."""
+        return self.decode_failed(work, now, retriable=True, stopping=stopping)
 
     def release(self, work: Work[R], *, not_before: float = 0.0) -> None:
         """Hand the record back unhandled: it is handed out again (not before ``not_before``)

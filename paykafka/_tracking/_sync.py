@@ -32,8 +32,17 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka import KafkaError as _RdKafkaError
 
 from paykafka._dlq import DeadLetterWriter
-from paykafka._errors import DecodeError, KafkaError, PayKafkaError
+from paykafka._errors import (
+    ConfigError,
+    ConflictingDuplicateError,
+    DatabaseError,
+    DecodeError,
+    DecodeReason,
+    KafkaError,
+    PayKafkaError,
+)
 from paykafka._event import PaymentEvent
+from paykafka._exactly_once import Inbox, InboxOutcome
 from paykafka._registry import RegistryClient
 from paykafka._schema import load_schema
 from paykafka._serde import EventDeserializer
@@ -87,10 +96,16 @@ class PaymentTracker(TrackerBase):
     time. ``handler_retries`` and ``dead_letters`` govern :meth:`run`: a handler that raises
     is retried with backoff (holding back only its key), then its record is dead-lettered (or
     the error raised when ``dead_letters`` is off). ``from_beginning``: see
-    :class:`~paykafka._tracking._base.TrackerBase`.
+    :class:`~paykafka._tracking._base.TrackerBase`. ``inbox`` (a :class:`~paykafka.SqliteInbox`
+    or :class:`~paykafka.PostgresInbox`) applies each payment once: see :meth:`run`.
     """
 
     def _init_shell(self) -> None:
+        if self._inbox is not None and not isinstance(self._inbox, Inbox):
+            raise ConfigError(
+                "PaymentTracker needs a SqliteInbox or a PostgresInbox (the Async* inboxes are "
+                "for AsyncPaymentTracker)"
+            )
         self._consumer: Consumer | None = None
         self._decode: EventDeserializer | None = None
         self._dlq: DeadLetterWriter | None = None
@@ -203,6 +218,11 @@ class PaymentTracker(TrackerBase):
 
         Asking for the next event acknowledges the previous one.
         """
+        if self._inbox is not None:
+            raise ConfigError(
+                "a tracker with an inbox applies events in run(handler), inside the inbox's "
+                "transaction; iterating would acknowledge them outside it"
+            )
         self.ack()
         consumer = self._started()
         core = self._core
@@ -291,7 +311,7 @@ class PaymentTracker(TrackerBase):
 
     def run(
         self,
-        handler: Callable[[PaymentEvent], object],
+        handler: Callable[..., object],
         *,
         max_events: int | None = None,
         idle_timeout: float | None = None,
@@ -304,6 +324,10 @@ class PaymentTracker(TrackerBase):
         SIGINT and SIGTERM stop the loop cleanly (when called from the main thread): no new
         event is started, the ones in flight finish (a failing one is left unacknowledged, to
         be read again), and everything handled is committed.
+
+        With an ``inbox`` the handler is ``handler(event, tx)`` and runs inside the inbox's
+        transaction (see :class:`~paykafka.SqliteInbox`); payments applied before are skipped
+        and counted in :attr:`duplicates`.
         """
         consumer = self._started()
         self.ack()
@@ -311,7 +335,12 @@ class PaymentTracker(TrackerBase):
         core = self._core
         start = core.handled_count
         limit = None if max_events is None else start + max_events
-        state = _Run(limit, idle_timeout, stop_at_end, start + core.dead_lettered_count)
+        state = _Run(
+            limit,
+            idle_timeout,
+            stop_at_end,
+            start + core.dead_lettered_count + core.duplicate_count,
+        )
         try:
             if self.policy.concurrency == 1:
                 self._run_inline(consumer, handler, state)
@@ -324,9 +353,7 @@ class PaymentTracker(TrackerBase):
             raise state.failures[0]
         return core.handled_count - start
 
-    def _run_inline(
-        self, consumer: Consumer, handler: Callable[[PaymentEvent], object], state: _Run
-    ) -> None:
+    def _run_inline(self, consumer: Consumer, handler: Callable[..., object], state: _Run) -> None:
         """One at a time, in the calling thread (the keeper serves the consumer meanwhile)."""
         core = self._core
         cond = self._cond
@@ -358,9 +385,7 @@ class PaymentTracker(TrackerBase):
                     if self._revoking:
                         cond.notify_all()
 
-    def _run_workers(
-        self, consumer: Consumer, handler: Callable[[PaymentEvent], object], state: _Run
-    ) -> None:
+    def _run_workers(self, consumer: Consumer, handler: Callable[..., object], state: _Run) -> None:
         """``concurrency`` worker threads handle; this thread serves the consumer."""
         workers = [
             threading.Thread(
@@ -392,7 +417,7 @@ class PaymentTracker(TrackerBase):
         core = self._core
         now = time.monotonic()
         with self._cond:
-            done = core.handled_count + core.dead_lettered_count
+            done = core.handled_count + core.dead_lettered_count + core.duplicate_count
             if state.limit is not None and core.handled_count >= state.limit:
                 return False
             if state.stop_at_end and core.all_at_end():
@@ -419,7 +444,7 @@ class PaymentTracker(TrackerBase):
             self._fetch(consumer, wait)
         return not state.failures
 
-    def _work(self, handler: Callable[[PaymentEvent], object], state: _Run) -> None:
+    def _work(self, handler: Callable[..., object], state: _Run) -> None:
         """A worker thread: take the next record the core hands out, decode, handle, report."""
         core = self._core
         cond = self._cond
@@ -452,33 +477,66 @@ class PaymentTracker(TrackerBase):
                     cond.notify_all()
                 return
 
-    def _handle(self, handler: Callable[[PaymentEvent], object], work: Work[Any]) -> bool:
+    def _handle(self, handler: Callable[..., object], work: Work[Any]) -> bool:
         """Decode and handle one record; True when handled (the caller tells the core, so it
-        can take its next record under the same lock)."""
+        can take its next record under the same lock). With an inbox the handler runs inside
+        its transaction, once per payment id."""
         decoded = self._decoded(work)
         if decoded is None:
             return False
+        inbox = self._inbox
+        outcome = InboxOutcome.APPLIED
         try:
-            handler(decoded[1])
-        except Exception as exc:
+            if inbox is None:
+                handler(decoded[1])
+            else:
+                assert isinstance(inbox, Inbox)
+                self._check_age(work)
+                outcome = inbox.apply(decoded[1], handler)
+        except DatabaseError as exc:
+            if not exc.retriable:
+                return self._failed(work, decoded, exc)
             with self._cond:
-                verdict = self._core.handler_failed(
+                verdict = self._core.unavailable(
                     work, time.monotonic(), stopping=self._stop.is_set()
                 )
                 self._cond.notify_all()
-            self._log_handler_verdict(work, exc, verdict)
-            if verdict is Verdict.DEAD_LETTER:
-                self._dead_letter(
-                    work, "handler_failed", f"{type(exc).__name__}: {exc}", decoded[0], exc
-                )
-            elif verdict is Verdict.RAISE:
-                raise
+            self._log_unavailable_verdict(work, exc, verdict)
             return False
+        except Exception as exc:  # noqa: BLE001 - any handler error goes to the retry policy
+            return self._failed(work, decoded, exc)
         except BaseException:
             with self._cond:
                 self._core.release(work)
             raise
-        return True
+        if outcome is InboxOutcome.APPLIED:
+            return True
+        with self._cond:
+            settled = self._settle_outcome(work, outcome)
+            self._cond.notify_all()
+        if settled is Verdict.DEAD_LETTER:
+            conflict = ConflictingDuplicateError(str(decoded[1].payment_id))
+            self._dead_letter(
+                work, DecodeReason.CONFLICTING_DUPLICATE.value, str(conflict), decoded[0], conflict
+            )
+        elif settled is Verdict.RAISE:
+            raise ConflictingDuplicateError(str(decoded[1].payment_id))
+        return False
+
+    def _failed(self, work: Work[Any], decoded: Decoded, exc: Exception) -> bool:
+        """The handler raised: the core's retry rules decide. Returns False (not handled)."""
+        with self._cond:
+            stopping = self._stop.is_set()
+            verdict = self._core.handler_failed(work, time.monotonic(), stopping=stopping)
+            self._cond.notify_all()
+        self._log_handler_verdict(work, exc, verdict)
+        if verdict is Verdict.DEAD_LETTER:
+            self._dead_letter(
+                work, "handler_failed", f"{type(exc).__name__}: {exc}", decoded[0], exc
+            )
+        elif verdict is Verdict.RAISE:
+            raise exc
+        return False
 
     def _drain(self, consumer: Consumer, workers: list[threading.Thread]) -> None:
         """Wait for the workers to finish what is in flight, serving the consumer meanwhile

@@ -5,11 +5,14 @@ API, awaited instead of waited for.
 them are private.
 """
 
+from paykafka._exactly_once import AsyncPostgresInbox, AsyncSqliteInbox
 from paykafka.aio._producer import AsyncPaymentProducer, DeliveryTask
 from paykafka.aio._tracker import AsyncPaymentTracker
 
 __all__ = [
     "AsyncPaymentProducer",
     "AsyncPaymentTracker",
+    "AsyncPostgresInbox",
+    "AsyncSqliteInbox",
     "DeliveryTask",
 ]

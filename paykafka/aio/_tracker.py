@@ -29,8 +29,17 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka import KafkaError as _RdKafkaError
 
 from paykafka._dlq import DeadLetterWriter
-from paykafka._errors import DecodeError, KafkaError, PayKafkaError
+from paykafka._errors import (
+    ConfigError,
+    ConflictingDuplicateError,
+    DatabaseError,
+    DecodeError,
+    DecodeReason,
+    KafkaError,
+    PayKafkaError,
+)
 from paykafka._event import PaymentEvent
+from paykafka._exactly_once import AsyncInbox, InboxOutcome
 from paykafka._registry import RegistryClient
 from paykafka._schema import load_schema
 from paykafka._serde import EventDeserializer
@@ -52,7 +61,8 @@ _HANDOUT_BATCH = 32
 # Frame header bytes that carry the writer schema id (after the magic byte).
 _ID_BYTES = slice(1, 5)
 
-Handler = Callable[[PaymentEvent], Awaitable[object]]
+#: ``async def handler(event)``, or ``async def handler(event, tx)`` with an inbox.
+Handler = Callable[..., Awaitable[object]]
 
 
 class AsyncPaymentTracker(TrackerBase):
@@ -72,6 +82,10 @@ class AsyncPaymentTracker(TrackerBase):
     """
 
     def _init_shell(self) -> None:
+        if self._inbox is not None and not isinstance(self._inbox, AsyncInbox):
+            raise ConfigError(
+                "AsyncPaymentTracker needs an async inbox: AsyncSqliteInbox or AsyncPostgresInbox"
+            )
         self._consumer: Consumer | None = None
         self._decode: EventDeserializer | None = None
         self._known_ids: set[bytes] = set()
@@ -195,6 +209,11 @@ class AsyncPaymentTracker(TrackerBase):
         ``idle_timeout`` seconds without one, or (``stop_at_end``) every assigned partition
         read to its end. Each is acknowledged when the loop asks for the next one; one the
         loop did not get past (``break``, an exception) is read again."""
+        if self._inbox is not None:
+            raise ConfigError(
+                "a tracker with an inbox applies events in run(handler), inside the inbox's "
+                "transaction; iterating would acknowledge them outside it"
+            )
         self._started()
         count = 0
         self._idle_since = time.monotonic()
@@ -397,18 +416,46 @@ class AsyncPaymentTracker(TrackerBase):
             decoded = self._decoded_now(work) or await self._decoded(work)
             if decoded is None:
                 return
+            inbox = self._inbox
+            outcome = InboxOutcome.APPLIED
             try:
-                await handler(decoded[1])
+                if inbox is None:
+                    await handler(decoded[1])
+                else:
+                    assert isinstance(inbox, AsyncInbox)
+                    self._check_age(work)
+                    outcome = await inbox.apply(decoded[1], handler)
             except asyncio.CancelledError:
                 core.release(work)
                 raise
+            except DatabaseError as exc:
+                if exc.retriable:
+                    verdict = core.unavailable(work, time.monotonic(), stopping=self._stopping)
+                    self._log_unavailable_verdict(work, exc, verdict)
+                else:
+                    await self._failed(work, decoded, exc)
             except Exception as exc:  # noqa: BLE001 - any handler error goes to the retry policy
                 await self._failed(work, decoded, exc)
             else:
-                core.handled(work)
+                if outcome is InboxOutcome.APPLIED:
+                    core.handled(work)
+                else:
+                    await self._conflict(work, decoded, self._settle_outcome(work, outcome))
         finally:
             self._tasks.pop(work, None)
             self._wake.set()
+
+    async def _conflict(self, work: Work[Any], decoded: Decoded, verdict: Verdict | None) -> None:
+        """Dead-letter (or raise) a payment whose id was applied before with other content."""
+        if verdict is None:
+            return
+        conflict = ConflictingDuplicateError(str(decoded[1].payment_id))
+        if verdict is Verdict.DEAD_LETTER:
+            await self._dead_letter(
+                work, DecodeReason.CONFLICTING_DUPLICATE.value, str(conflict), decoded[0]
+            )
+        elif verdict is Verdict.RAISE:
+            self._fail(conflict)
 
     async def _failed(self, work: Work[Any], decoded: Decoded, exc: Exception) -> None:
         verdict = self._core.handler_failed(work, time.monotonic(), stopping=self._stopping)
