@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import attrs
+
 from paykafka import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,3 +101,21 @@ def test_tracker_follows_until_ctrl_c_and_commits(topic_settings: Settings) -> N
         tracker.wait()
     again = run_example("tracker.py", topic_settings, "--until-end")
     assert again == [f"🟢 Consumer is running and subscribed to {topic_settings.topic} topic"]
+
+
+def test_checkout_and_ledger_book_each_payment_once(
+    topic_settings: Settings, tmp_path: Path
+) -> None:
+    """checkout.py commits orders with their events; ledger.py books each once, even re-read."""
+    shop, ledger = str(tmp_path / "shop.db"), str(tmp_path / "ledger.db")
+    assert run_example("checkout.py", topic_settings, "--db", shop)[-1] == (
+        "⏳ pending in the outbox: 1"
+    )
+    lines = run_example("checkout.py", topic_settings, "--db", shop, "--relay")
+    assert lines[1:] == ["📤 relay published 2 event(s)", "⏳ pending in the outbox: 0"]
+    booked = run_example("ledger.py", topic_settings, "--db", ledger, "--until-end")
+    assert booked == ["📒 booked 2 payment(s), skipped 0 redelivered, dead-lettered 0"]
+    # A new group reads the topic again from the start: the inbox skips both.
+    settings = attrs.evolve(topic_settings, group_id=topic_settings.group_id + "-again")
+    again = run_example("ledger.py", settings, "--db", ledger, "--until-end")
+    assert again == ["📒 booked 0 payment(s), skipped 2 redelivered, dead-lettered 0"]
