@@ -82,7 +82,7 @@ def register(sub: Any) -> None:
 def _relay(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     relay = OutboxRelay(
-        Outbox(args.db, table=args.table),
+        Outbox(args.db, table=args.table, create=False),  # the relay waits for the database
         settings,
         batch_size=args.batch_size,
         max_rate=args.max_rate or None,

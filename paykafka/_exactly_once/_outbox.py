@@ -85,7 +85,8 @@ class Outbox:
     """Events written in the caller's transaction, published later by :class:`OutboxRelay`.
 
     ``Outbox(db)`` with ``db`` a ``postgresql://`` URL, ``sqlite:///path`` or a plain SQLite
-    path; the table is created on construction. ``add(tx, event)`` takes the caller's open
+    path; the table is created on construction (``create=False``: by the relay, once the
+    database answers). ``add(tx, event)`` takes the caller's open
     connection (a ``sqlite3.Connection`` or a ``psycopg.Connection``) and never commits: the
     caller's commit publishes, the caller's rollback un-writes.
     """
@@ -96,6 +97,7 @@ class Outbox:
         *,
         table: str = "paykafka_outbox",
         key: Callable[[PaymentEvent], str] = key_by_user,
+        create: bool = True,
     ) -> None:
         self.database: Database = open_database(db)
         self.table = check_table(table)
@@ -104,7 +106,9 @@ class Outbox:
         self._user_lock = f"SELECT pg_advisory_xact_lock({_USER_LOCK_CLASS}, {ph})"
         self._insert = f"INSERT INTO {self.table} (key, event, created_at) VALUES ({ph}, {ph}, "
         self._insert += f"{self.database.now()})"
-        self.create_tables()
+        self._created = False
+        if create:
+            self.create_tables()
 
     def create_tables(self) -> None:
         """Create the outbox table if missing (idempotent)."""
@@ -140,6 +144,7 @@ class Outbox:
             raise db.wrap(exc, f"creating the outbox table {self.table}", conn) from exc
         finally:
             conn.close()
+        self._created = True
 
     def add(self, tx: Any, event: PaymentEvent) -> None:
         """Write ``event`` into the outbox inside ``tx``'s open transaction (no commit)."""
@@ -255,7 +260,7 @@ class OutboxRelay:
         poll_interval: float = 0.2,
         producer: PaymentProducer | None = None,
     ) -> None:
-        self.outbox = db if isinstance(db, Outbox) else Outbox(db)
+        self.outbox = db if isinstance(db, Outbox) else Outbox(db, create=False)
         self.settings = settings or Settings.from_env()
         self.batch_size = batch_size
         self.max_rate = max_rate
@@ -366,6 +371,8 @@ class OutboxRelay:
     def _ensure_active(self) -> bool:
         db = self.outbox.database
         if self._conn is None:
+            if not self.outbox._created:
+                self.outbox.create_tables()
             self._conn = db.connect()
             self.active = False
         if self.active:

@@ -32,6 +32,9 @@ CLUSTER_KAFKA_PORT = 23092
 CLUSTER_REGISTRY_PORT = 23081
 GROUP_KAFKA_PORT = 24292
 GROUP_REGISTRY_PORT = 24281
+# The exactly-once tests (inbox, outbox): Kafka 24910, registry 24911, PostgreSQL 24960.
+EXACTLY_ONCE_KAFKA_PORT = 24910
+EXACTLY_ONCE_REGISTRY_PORT = 24911
 
 _FIGURES: list[dict[str, Any]] = []
 
@@ -137,5 +140,17 @@ def group_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         brokers=1,
         kafka_port=GROUP_KAFKA_PORT,
         registry_port=GROUP_REGISTRY_PORT,
+    ) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def exactly_once_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A one-broker stack for the inbox / outbox fault tests on 24910 / 24911."""
+    with _own_stack(
+        tmp_path_factory.mktemp("stack-exactly-once"),
+        brokers=1,
+        kafka_port=EXACTLY_ONCE_KAFKA_PORT,
+        registry_port=EXACTLY_ONCE_REGISTRY_PORT,
     ) as stack:
         yield stack
