@@ -5,21 +5,26 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import attrs
 import pytest
 
 from paykafka import (
+    ConfigError,
     DatabaseUnavailableError,
     Inbox,
     InboxOutcome,
     PaymentEvent,
+    PaymentTracker,
     PostgresInbox,
+    Settings,
     SqliteInbox,
 )
 from paykafka._exactly_once import parse_age
@@ -204,3 +209,30 @@ def test_async_inbox_applies_once(
     assert outcomes.count(InboxOutcome.APPLIED) == 20
     assert outcomes.count(InboxOutcome.DUPLICATE) == 20
     assert len(_ledger(sync)) == 20
+
+
+def test_tracker_warns_about_records_older_than_the_window(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record older than the inbox window is logged once (its row may be pruned already)."""
+    inbox = SqliteInbox(tmp_path / "w.db", window=timedelta(days=1))
+    tracker = PaymentTracker(Settings(), inbox=inbox)
+    now_ms = int(time.time() * 1000)
+
+    def work(age_ms: int) -> Any:
+        record = SimpleNamespace(timestamp=lambda: (1, now_ms - age_ms))
+        return SimpleNamespace(record=record, topic="payments", partition=0, offset=7)
+
+    with caplog.at_level("WARNING", logger="paykafka.tracker"):
+        tracker._check_age(work(1000))
+        assert caplog.records == []
+        tracker._check_age(work(2 * 86_400_000))
+        tracker._check_age(work(3 * 86_400_000))
+    assert len(caplog.records) == 1
+    assert "older than the inbox window" in caplog.text
+
+
+def test_a_sync_tracker_refuses_an_async_inbox(tmp_path: Path) -> None:
+    """The faces do not mix: PaymentTracker takes SqliteInbox / PostgresInbox only."""
+    with pytest.raises(ConfigError, match="AsyncPaymentTracker"):
+        PaymentTracker(Settings(), inbox=AsyncSqliteInbox(tmp_path / "x.db"))
