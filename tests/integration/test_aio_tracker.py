@@ -180,3 +180,57 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(
     assert set(handled) == {str(e.payment_id) for e in events}  # 0 lost
     # Re-delivered after the kill: at most what was in flight or handled since the last commit.
     assert len(handled) - len(events) < first
+
+
+def test_a_rebalance_with_handlers_in_flight_loses_nothing_and_never_overlaps_a_user(
+    topic_settings: Settings,
+) -> None:
+    """A second tracker joins mid-stream: 0 lost, and no user is ever handled twice at once."""
+    events = make_events(2000, prefix="rebal", users=150)
+    produce(topic_settings, events)
+    rng = random.Random(11)
+    handled: set[str] = set()
+    running: set[str] = set()
+    overlap: list[str] = []
+    everything = asyncio.Event()
+
+    async def handler(event: PaymentEvent) -> None:
+        if event.user in running:
+            overlap.append(event.user)
+        running.add(event.user)
+        try:
+            await asyncio.sleep(rng.random() * 0.02)
+        finally:
+            running.discard(event.user)
+        handled.add(str(event.payment_id))
+        if len(handled) == len(events):
+            everything.set()
+
+    async def member(joined: asyncio.Event | None) -> int:
+        if joined is not None:
+            await joined.wait()
+        async with AsyncPaymentTracker(topic_settings, concurrency=2) as tracker:
+            run = asyncio.ensure_future(tracker.run(handler, handle_signals=False))
+            done = asyncio.ensure_future(everything.wait())
+            await asyncio.wait([run, done], timeout=90, return_when=asyncio.FIRST_COMPLETED)
+            done.cancel()
+            tracker.stop()
+            return await run
+
+    async def main() -> list[int]:
+        second = asyncio.Event()
+
+        async def start_second_mid_stream() -> None:
+            while len(handled) < 300:
+                await asyncio.sleep(0.01)
+            second.set()
+
+        starter = asyncio.ensure_future(start_second_mid_stream())
+        counts = await asyncio.gather(member(None), member(second))
+        starter.cancel()
+        return list(counts)
+
+    counts = asyncio.run(main())
+    assert handled == {str(e.payment_id) for e in events}  # 0 lost
+    assert overlap == []
+    assert all(c > 0 for c in counts)  # both owned partitions at some point
