@@ -45,6 +45,8 @@ def check_tracker(settings: paykafka.Settings) -> None:
             assert_type(record, paykafka.TrackedEvent)
             assert_type(record.partition, int)
         assert_type(tracker.run(print, max_events=1), int)
+    with paykafka.PaymentTracker(settings, concurrency=8, max_buffered=1000) as tracker:
+        assert_type(tracker.handled, int)
 
 
 def check_errors() -> None:
