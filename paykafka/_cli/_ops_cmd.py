@@ -645,7 +645,7 @@ def _track(args: argparse.Namespace) -> int:
             else:
                 e = record.event
                 print(
-                    f"Payment: {e.amount} {e.currency} via {e.method} from {e.user} at "
+                    f"Payment: {e.amount:f} {e.currency} via {e.method} from {e.user} at "
                     f"{e.timestamp.isoformat()}  ({record.topic}[{record.partition}] "
                     f"offset {record.offset})",
                     flush=True,
