@@ -405,10 +405,11 @@ class DeadLetterQueue:
             fits = self._fitting(parts, pending, chosen, superseded)
             deferred = len(chosen) - fits
             chosen = chosen[:fits]
-            stopped = should_stop()
-            if not dry_run and chosen and not stopped:
-                written = self._produce_all(chosen, should_stop)
-                stopped = written < len(chosen)
+            stopped = False
+            if not dry_run and chosen:
+                stopped = should_stop()
+                written = 0 if stopped else self._produce_all(chosen, should_stop)
+                stopped = stopped or written < len(chosen)
                 deferred += len(chosen) - written
                 chosen = chosen[:written]
             if not dry_run and (chosen or superseded):

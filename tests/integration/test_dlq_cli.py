@@ -235,6 +235,8 @@ def test_a_stopped_replay_marks_what_it_wrote_and_keeps_the_rest(topic_settings:
     """Stopped (SIGTERM in the CLI) mid-way, replay marks only letters written back."""
     _dead_letter_some(topic_settings)
     queue = DeadLetterQueue(topic_settings)
+    at_once = queue.replay(should_stop=lambda: True)
+    assert (at_once.replayed, at_once.stopped, at_once.deferred) == (0, True, 2)
     asked = iter([False, False, True])  # before writing, before letter 1, before letter 2
     result = queue.replay(should_stop=lambda: next(asked, True))
     assert (result.replayed, result.stopped, result.deferred) == (1, True, 1)
