@@ -6,8 +6,9 @@ from pathlib import Path
 
 import attrs
 
-from paykafka import Settings
+from paykafka import DecodeReason, Settings
 from paykafka._cli import build_parser
+from paykafka._dlq import REPLAYABLE_REASONS
 from paykafka._stack import StackConfig
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
@@ -87,3 +88,15 @@ def test_the_cli_table_says_which_commands_take_json() -> None:
             expected = column.startswith("yes") or column == f"`{action}` only"
             assert _json_flag(target) == expected, f"{name} {action}: README says {column!r}"
     assert seen == set(commands)
+
+
+def test_the_readme_says_which_dead_letter_reasons_are_worth_replaying() -> None:
+    """Every reason is in the README's 'worth replaying' line exactly when replay accepts it."""
+    worth = re.search(r"\*\*Worth replaying:\*\*(.*?)\n- ", README, re.S)
+    not_worth = re.search(r"\*\*Not worth it:\*\*(.*?)\n- ", README, re.S)
+    assert worth is not None
+    assert not_worth is not None
+    for reason in [*(r.value for r in DecodeReason), "handler_failed"]:
+        replayable = reason in REPLAYABLE_REASONS
+        assert (f"`{reason}`" in worth[1]) == replayable, reason
+        assert (f"`{reason}`" in not_worth[1]) != replayable, reason
