@@ -607,8 +607,14 @@ def _produce(args: argparse.Namespace) -> int:
         for _ in range(args.count)
     ]
     KafkaAdmin(settings, timeout=args.timeout).brokers()  # fail fast, not at the flush deadline
-    with PaymentProducer(settings) as producer:
-        futures = [producer.send(e) for e in events]
+    stopping = threading.Event()
+    futures = []
+    # A signal stops sending; what was sent is flushed (delivered or raised) and reported.
+    with PaymentProducer(settings) as producer, stop_on_signals(stopping.set) as received:
+        for event in events:
+            if stopping.is_set():
+                break
+            futures.append(producer.send(event))
     for future in futures:
         delivery = future.result(0)
         emit(
@@ -621,6 +627,11 @@ def _produce(args: argparse.Namespace) -> int:
             },
             f"Delivered {delivery.event.to_json()} to {delivery.topic}[{delivery.partition}] "
             f"at offset {delivery.offset}",
+        )
+    if received:
+        print(
+            f"Stopped by {received[0]}: sent {len(futures)} of {len(events)} events",
+            file=sys.stderr,
         )
     return EXIT_OK
 

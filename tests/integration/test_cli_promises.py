@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -322,3 +322,44 @@ def test_stack_logs_follow_stops_cleanly_on_sigterm(tmp_path: Path, spawn: Any) 
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert (proc.returncode, err) == (0, "")
+
+
+def test_produce_stops_sending_on_sigterm_and_reports_what_it_sent(
+    topic_settings: Settings, spawn: Any
+) -> None:
+    """`produce --count N` on SIGTERM stops sending; every event it sent is delivered and
+    printed, and the summary says how many of N: the topic holds exactly those."""
+    count = 300_000
+    proc = spawn(
+        topic_settings,
+        "produce",
+        "--user",
+        "bulk",
+        "--amount",
+        "1.00",
+        "--currency",
+        "PLN",
+        "--method",
+        "blik",
+        "--count",
+        str(count),
+    )
+    consumer = Consumer({"bootstrap.servers": topic_settings.bootstrap_servers, "group.id": "x"})
+    partitions = [TopicPartition(topic_settings.topic, p) for p in range(3)]
+
+    def on_topic() -> int:
+        return sum(consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions)
+
+    deadline = time.monotonic() + 120
+    while on_topic() == 0 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    summary = re.search(rf"Stopped by SIGTERM: sent (\d+) of {count} events", err)
+    assert summary is not None, err
+    sent = int(summary[1])
+    assert 0 < sent < count
+    assert len(out.splitlines()) == sent
+    assert on_topic() == sent
+    consumer.close()
