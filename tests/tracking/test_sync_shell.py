@@ -122,7 +122,7 @@ def slow_run(tracker: PaymentTracker, consumer: FakeConsumer, check: Any) -> Non
 def test_a_slow_handler_keeps_the_consumer_served() -> None:
     """Issue 11.3: while a handler runs, run() keeps calling the consumer (heartbeats,
     max.poll.interval.ms, rebalances), so a slow handler does not cost the membership."""
-    tracker, consumer, _ = started(kafka_overrides={"max.poll.interval.ms": 1000})
+    tracker, consumer, _ = started(kafka_options={"max.poll.interval.ms": 1000})
     for i in range(10):
         consumer.add(0, f"k{i}", f"u{i}".encode())
     slow_run(tracker, consumer, lambda c: True)
@@ -309,8 +309,9 @@ def test_poison_is_dead_lettered_and_tracking_goes_on() -> None:
     consumer.add(0, "a", b"poison")
     consumer.add(0, "a", b"u1")
     got: list[PaymentEvent] = []
-    tracker.run(got.append, max_events=1, handle_signals=False)
+    count = tracker.run(got.append, max_events=1, handle_signals=False)  # poison is no event
     tracker.close()
+    assert count == len(got) == 1
     assert FakeDeadLetters.written == [(0, 0, "not_confluent_framing")]
     assert consumer.committed[0] == 2
     assert tracker.dead_lettered == 1
