@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from paykafka._errors import DecodeError
+from paykafka._errors import ConfigError, DecodeError
 from paykafka._event import PaymentEvent
 from paykafka._registry import RegistryClient
 from paykafka._schema import PaymentSchema
@@ -90,17 +90,23 @@ class TrackerBase:
         self._schema = schema
         self._from_beginning = from_beginning
         self._overrides = client_kafka_options(kafka_options, kafka_overrides, type(self).__name__)
-        self.policy = Policy(
-            concurrency=concurrency,
-            max_buffered=max_buffered or max(2000, 4 * concurrency),
-            handler_retries=handler_retries,
-            retry_backoff=retry_backoff,
-            dead_letters=dead_letters,
-            commit_interval=self.settings.commit_interval,
-            # A fast handler drains a full buffer in moments: pause only when it does not,
-            # because a pause makes librdkafka drop what it had fetched ahead.
-            pause_after=0.5,
-        )
+        try:
+            self.policy = Policy(
+                concurrency=concurrency,
+                max_buffered=max_buffered or max(2000, 4 * concurrency),
+                handler_retries=handler_retries,
+                retry_backoff=retry_backoff,
+                dead_letters=dead_letters,
+                commit_interval=self.settings.commit_interval,
+                # A fast handler drains a full buffer in moments: pause only when it does
+                # not, because a pause makes librdkafka drop what it had fetched ahead.
+                pause_after=0.5,
+            )
+        except ValueError as exc:
+            raise ConfigError(
+                f"{type(self).__name__}: {exc} (concurrency and max_buffered must be >= 1, "
+                "handler_retries and retry_backoff >= 0)"
+            ) from None
         self._core: TrackerCore[Any] = TrackerCore(self.policy)
         self._init_shell()
 
