@@ -23,6 +23,8 @@ def check_event() -> None:
     assert_type(event.method, paykafka.PaymentMethod)
     assert_type(event.timestamp, datetime)
     assert_type(event.to_json(), str)
+    assert_type(paykafka.minor_units(event.currency), int)
+    assert_type(paykafka.currencies(), frozenset[str])
     assert_type(paykafka.PaymentEvent.from_dict(event.to_dict()), paykafka.PaymentEvent)
 
 
@@ -46,6 +48,8 @@ def check_tracker(settings: paykafka.Settings) -> None:
             assert_type(record, paykafka.TrackedEvent)
             assert_type(record.partition, int)
         assert_type(tracker.run(print, max_events=1), int)
+    with paykafka.PaymentTracker(settings, concurrency=8, max_buffered=1000) as tracker:
+        assert_type(tracker.handled, int)
 
 
 def check_errors() -> None:
