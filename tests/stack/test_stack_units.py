@@ -1,5 +1,5 @@
-"""The stack's pure parts, with no JVM: Java discovery, config, ports, Maven errors, processes,
-logs. Fast, so not marked ``stack``."""
+"""The stack's pure parts, with no JVM: Java discovery, config, ports, processes, logs
+(downloads are in test_fetch.py). Fast, so not marked ``stack``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import pytest
 from paykafka import ConfigError, StackError
 from paykafka._settings import DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_REGISTRY_URL
 from paykafka._stack import StackConfig
-from paykafka._stack._artifacts import _last_maven_error, _maven
 from paykafka._stack._java import default_roots, find_java
 from paykafka._stack._logs import follow, tail
 from paykafka._stack._process import (
@@ -176,32 +175,6 @@ def test_out_of_range_values_are_refused(field: str, value: int) -> None:
     """Privileged ports and impossible cluster sizes are refused up front."""
     with pytest.raises(ConfigError, match=field):
         StackConfig.from_env({}, **{field: value})
-
-
-# -- Maven -----------------------------------------------------------------------------------
-
-
-def test_maven_error_is_its_summary_line() -> None:
-    """The reported Maven line is the failure itself, not the "re-run with -X" footer."""
-    output = (
-        "\x1b[0m[ERROR] Failed to execute goal org.apache.maven.plugins:maven-dependency-plugin:"
-        "3.8.1:copy (default-cli) on project standalone-pom: Could not find artifact "
-        "x:y:jar:1 in central (https://repo.maven.apache.org/maven2) -> [Help 1]\n"
-        "[ERROR] \n"
-        "[ERROR] To see the full stack trace of the errors, re-run Maven with the -e switch.\n"
-        "[ERROR] Re-run Maven using the -X switch to enable full debug logging.\n"
-        "[ERROR] [Help 1] http://cwiki.apache.org/confluence/display/MAVEN/MojoExecutionException\n"
-    )
-    assert _last_maven_error(output) == (
-        "Could not find artifact x:y:jar:1 in central (https://repo.maven.apache.org/maven2)"
-    )
-
-
-def test_missing_maven_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without ``mvn`` on PATH the error says what it was needed for."""
-    monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(StackError, match=r"Maven \(mvn\) is not on PATH.*x:y:1"):
-        _maven("x:y:1", "help:help")
 
 
 # -- processes and ports ---------------------------------------------------------------------
