@@ -27,7 +27,7 @@ from pathlib import Path
 
 from paykafka._errors import StackError
 
-from ._fetch import DEFAULT_MAVEN_URL, Progress, fetch_files, is_intact
+from ._fetch import DEFAULT_MAVEN_URL, Progress, fetch_files, is_intact, redact
 from ._lockfile import Lock, load_lock
 
 __all__ = ["ensure_apicurio", "ensure_artifacts", "ensure_kafka"]
@@ -66,7 +66,7 @@ def ensure_artifacts(
         archives = [(f, cache_dir / "downloads" / f.filename) for f in locked.apicurio.files]
         if app is not None and need_app and not _app_ready(app, locked):  # re-check: locked now
             wanted += archives
-        log.info("fetching %d stack files from %s", len(wanted), maven_url)
+        log.info("fetching %d stack files from %s", len(wanted), redact(maven_url))
         fetch_files(wanted, maven_url, progress=progress)
         if libs is not None and need_kafka:
             _finish_libs(libs, locked)

