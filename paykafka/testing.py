@@ -265,7 +265,9 @@ def _managed_stack(config: pytest.Config) -> Iterator[TestStack]:
                     pytest.fail(f"could not start the paykafka test stack: {exc}", pytrace=False)
                 (state / _STARTED_MARKER).touch()
                 log.info("started the paykafka test stack in %s", state)
-            settings = Settings.from_env(
+            # paykafka's defaults, not PAYKAFKA_*: a developer's variables (credentials for a
+            # shared cluster, say) must not leak into tests of a stack they do not describe.
+            settings = Settings(
                 bootstrap_servers=stack_config.bootstrap_servers,
                 registry_url=stack_config.registry_url,
             )
