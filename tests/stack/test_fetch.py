@@ -233,6 +233,24 @@ def test_kafka_libs_hold_exactly_the_locked_jars(repo: Repo, tmp_path: Path) -> 
     assert (libs / ".complete").exists()
 
 
+def test_damaged_jar_in_a_complete_cache_is_fetched_again(repo: Repo, tmp_path: Path) -> None:
+    """A cache marked complete is still checked on each start: a damaged jar is replaced."""
+    jars = tuple(repo.add(f"g/k{i}/1/k{i}-1.jar", os.urandom(8_000)) for i in range(2))
+    lock = Lock(
+        kafka=Component(version="9.9", files=jars), apicurio=Component(version="0", files=())
+    )
+    libs, _ = ensure_artifacts(tmp_path, kafka=True, registry=False, maven_url=repo.url, lock=lock)
+    assert libs is not None
+    (libs / "k1-1.jar").write_bytes(b"\0" * 8_000)
+    repo.requests.clear()
+    ensure_artifacts(tmp_path, kafka=True, registry=False, maven_url=repo.url, lock=lock)
+    assert (libs / "k1-1.jar").read_bytes() == repo.files[jars[1].path]
+    assert repo.requests == [(jars[1].path, None)]
+    repo.requests.clear()
+    ensure_artifacts(tmp_path, kafka=True, registry=False, maven_url=repo.url, lock=lock)
+    assert repo.requests == []
+
+
 def test_the_lock_matches_the_pinned_versions() -> None:
     """The shipped lock is for the versions in _versions.py and each file has a sane entry."""
     lock = load_lock()
