@@ -39,7 +39,7 @@ from paykafka._stack._lockfile import load_lock
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _maven_module(rev: str) -> types.ModuleType:
+def _maven_module(rev: str, where: Path) -> types.ModuleType:
     """The Maven-based ``_artifacts.py`` of ``rev``, importable beside today's modules."""
     source = subprocess.run(  # noqa: S603 - our own argv, no shell
         ["git", "show", f"{rev}:paykafka/_stack/_artifacts.py"],  # noqa: S607
@@ -48,7 +48,7 @@ def _maven_module(rev: str) -> types.ModuleType:
         text=True,
         check=True,
     ).stdout
-    path = Path(tempfile.mkdtemp(prefix="paykafka-baseline-")) / "_artifacts_maven.py"
+    path = where / "_artifacts_maven.py"
     path.write_text(source, encoding="utf-8")
     spec = importlib.util.spec_from_file_location("paykafka._stack._artifacts_maven", path)
     assert spec is not None
@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-rev", default="3a64260", help="last commit with Maven")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
-    maven = _maven_module(args.baseline_rev)
     work = Path(tempfile.mkdtemp(prefix="paykafka-fetch-bench-"))
+    maven = _maven_module(args.baseline_rev, work)
     repo = work / "m2"
     os.environ["MAVEN_OPTS"] = f"{os.environ.get('MAVEN_OPTS', '')} -Dmaven.repo.local={repo}"
 
