@@ -12,6 +12,7 @@ from typing import assert_type
 
 import paykafka
 import paykafka.aio
+from paykafka.testing import RecordWaiter, TestStack
 
 
 def check_event() -> None:
@@ -72,3 +73,11 @@ async def check_async_producer(settings: paykafka.Settings) -> None:
         assert_type(future, paykafka.aio.DeliveryTask)
         assert_type(await future, paykafka.Delivery)
         await producer.flush(timeout=5)
+
+
+def check_testing_plugin(settings: paykafka.Settings) -> None:
+    waiter = RecordWaiter(settings)
+    assert_type(waiter.wait(1, timeout=5.0), list[paykafka.TrackedEvent])
+    assert_type(waiter.events(1), list[paykafka.PaymentEvent])
+    stack = TestStack(settings=settings, managed=False)
+    assert_type(stack.settings, paykafka.Settings)
