@@ -181,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=5000, help="events per run (5,000)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs per case (2)")
     parser.add_argument("--batch-size", type=int, default=500, help="relay batch size (500)")
+    parser.add_argument("--outbox-only", action="store_true", help="only the relay rows")
     args = parser.parse_args(argv)
     base = Settings.from_env()
     name = f"bench-eo-{uuid.uuid4().hex[:8]}"
@@ -197,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "| inbox time/event vs hand-written | target <= 1.5x |"
     )
     print("| --- | ---: | ---: | ---: | ---: | --- |")
-    for kind in kinds:
+    for kind in [] if args.outbox_only else kinds:
         for concurrency in (1, 16):
             track = {"inbox": _track_inbox, "hand": _track_by_hand}
             times: dict[str, list[float]] = {"inbox": [], "hand": []}

@@ -83,7 +83,7 @@ def build_app(delivery_timeout: float) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # One producer for the whole service; closing it reports anything undelivered.
         overrides = {"message.timeout.ms": int(delivery_timeout * 1000)}
-        async with AsyncPaymentProducer(kafka_overrides=overrides) as producer:
+        async with AsyncPaymentProducer(kafka_options=overrides) as producer:
             app.state.producer = producer
             yield
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -28,7 +28,7 @@ from paykafka._governance import SchemaGate
 from paykafka._registry import RegistryClient
 from paykafka._schema import PaymentSchema, load_schema
 from paykafka._serde import EventSerializer
-from paykafka._settings import Settings
+from paykafka._settings import Settings, client_kafka_options
 
 __all__ = ["Delivery", "DeliveryFuture", "PaymentProducer", "key_by_user"]
 
@@ -152,9 +152,8 @@ class _ProducerBase:
     admission, the serializer, the key, the librdkafka config and every error message.
 
     :class:`PaymentProducer` and :class:`paykafka.aio.AsyncPaymentProducer` only differ in how
-    they wait: the sync one polls librdkafka on the caller's thread, the async one lets one
-    poller thread hand delivery reports to the event loop (as httpx's ``Client`` and
-    ``AsyncClient`` share ``BaseClient``).
+    they wait: the sync one polls librdkafka on the caller's thread, the async one on the event
+    loop, never waiting (as httpx's ``Client`` and ``AsyncClient`` share ``BaseClient``).
     """
 
     def __init__(
@@ -166,6 +165,7 @@ class _ProducerBase:
         key: Callable[[PaymentEvent], str] = key_by_user,
         flush_timeout: float = 30.0,
         queue_timeout: float = 60.0,
+        kafka_options: Mapping[str, Any] | None = None,
         kafka_overrides: dict[str, Any] | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
@@ -175,13 +175,17 @@ class _ProducerBase:
         self._key = key
         self._flush_timeout = flush_timeout
         self._queue_timeout = queue_timeout
-        self._overrides = dict(kafka_overrides or {})
+        self._overrides = client_kafka_options(kafka_options, kafka_overrides, type(self).__name__)
         self._producer: Producer | None = None
         self._serialize: EventSerializer | None = None
         self._last_error: str | None = None
         # Queued events awaiting their report, and failures not yet looked at.
         self._pending: dict[int, DeliveryFuture] = {}
         self._unreported: list[DeliveryFuture] = []
+        self._init_face()
+
+    def _init_face(self) -> None:
+        """A face's own state (how it waits), set up at the end of ``__init__``."""
 
     @property
     def schema_id(self) -> int:
@@ -325,26 +329,7 @@ class PaymentProducer(_ProducerBase):
     picks the message key (the user, by default, which keeps each user's payments in order).
     """
 
-    def __init__(
-        self,
-        settings: Settings | None = None,
-        *,
-        registry: RegistryClient | None = None,
-        schema: PaymentSchema | None = None,
-        key: Callable[[PaymentEvent], str] = key_by_user,
-        flush_timeout: float = 30.0,
-        queue_timeout: float = 60.0,
-        kafka_overrides: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(
-            settings,
-            registry=registry,
-            schema=schema,
-            key=key,
-            flush_timeout=flush_timeout,
-            queue_timeout=queue_timeout,
-            kafka_overrides=kafka_overrides,
-        )
+    def _init_face(self) -> None:
         self._next_poll = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------

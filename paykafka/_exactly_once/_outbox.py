@@ -280,6 +280,8 @@ class OutboxRelay:
             f"SELECT id, event FROM {table} WHERE published_at IS NULL ORDER BY id LIMIT {db_.ph}"
         )
         self._mark = f"UPDATE {table} SET published_at = {db_.now()} WHERE id = {db_.ph}"
+        # PostgreSQL: one statement marks the whole batch (an array of ids).
+        self._mark_all = f"UPDATE {table} SET published_at = now() WHERE id = ANY(%s)"
 
     def stop(self) -> None:
         """Ask :meth:`run` to stop after the batch in hand (thread- and signal-safe)."""
@@ -341,8 +343,7 @@ class OutboxRelay:
                     now = db.now_value()
                     conn.executemany(self._mark, [(now, row_id) for row_id in acked])
                 else:
-                    with conn.cursor() as cursor:
-                        cursor.executemany(self._mark, [(row_id,) for row_id in acked])
+                    conn.execute(self._mark_all, (acked,))
                 conn.commit()
             except Exception as exc:
                 with contextlib.suppress(Exception):

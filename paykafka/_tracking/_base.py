@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import attrs
 
-from paykafka._errors import DecodeError
+from paykafka._errors import ConfigError, DecodeError
 from paykafka._event import PaymentEvent
 from paykafka._exactly_once import AsyncInbox, Inbox, InboxOutcome
 from paykafka._registry import RegistryClient
 from paykafka._schema import PaymentSchema
-from paykafka._settings import Settings
+from paykafka._settings import Settings, client_kafka_options
 from paykafka._tracking._core import Policy, TrackerCore, Verdict, Work
 
 __all__ = ["Decoded", "TrackedEvent", "TrackerBase"]
@@ -82,6 +83,7 @@ class TrackerBase:
         retry_backoff: float = 0.5,
         concurrency: int = 1,
         max_buffered: int | None = None,
+        kafka_options: Mapping[str, Any] | None = None,
         kafka_overrides: dict[str, Any] | None = None,
         inbox: Inbox | AsyncInbox | None = None,
     ) -> None:
@@ -93,18 +95,24 @@ class TrackerBase:
         self._owns_registry = registry is None
         self._schema = schema
         self._from_beginning = from_beginning
-        self._overrides = dict(kafka_overrides or {})
-        self.policy = Policy(
-            concurrency=concurrency,
-            max_buffered=max_buffered or max(2000, 4 * concurrency),
-            handler_retries=handler_retries,
-            retry_backoff=retry_backoff,
-            dead_letters=dead_letters,
-            commit_interval=self.settings.commit_interval,
-            # A fast handler drains a full buffer in moments: pause only when it does not,
-            # because a pause makes librdkafka drop what it had fetched ahead.
-            pause_after=0.5,
-        )
+        self._overrides = client_kafka_options(kafka_options, kafka_overrides, type(self).__name__)
+        try:
+            self.policy = Policy(
+                concurrency=concurrency,
+                max_buffered=max_buffered or max(2000, 4 * concurrency),
+                handler_retries=handler_retries,
+                retry_backoff=retry_backoff,
+                dead_letters=dead_letters,
+                commit_interval=self.settings.commit_interval,
+                # A fast handler drains a full buffer in moments: pause only when it does
+                # not, because a pause makes librdkafka drop what it had fetched ahead.
+                pause_after=0.5,
+            )
+        except ValueError as exc:
+            raise ConfigError(
+                f"{type(self).__name__}: {exc} (concurrency and max_buffered must be >= 1, "
+                "handler_retries and retry_backoff >= 0)"
+            ) from None
         self._core: TrackerCore[Any] = TrackerCore(self.policy)
         self._init_shell()
 

@@ -118,6 +118,7 @@ class PaymentTracker(TrackerBase):
         self._revoking = False
         self._last_fetch = 0.0
         self._revoke_wait = _REVOKE_WAIT
+        self._undecodable = 0  # dead letters that never were events (not run()'s events)
         # The consumer is used by the calling thread and by the keeper (re-entrant: librdkafka
         # runs rebalance callbacks inside consume(), and they call the consumer again).
         self._client = threading.RLock()
@@ -318,8 +319,10 @@ class PaymentTracker(TrackerBase):
         stop_at_end: bool = False,
         handle_signals: bool = True,
     ) -> int:
-        """Call ``handler`` for each event until stopped; returns how many were handled
-        (dead-lettered records are not counted; see :attr:`dead_lettered`).
+        """Call ``handler`` for each event until stopped; returns how many were handled, as
+        :attr:`handled` counts them (dead-lettered records are counted in :attr:`dead_lettered`;
+        ``max_events`` counts events finished either way; records that never decoded into an
+        event are not events).
 
         SIGINT and SIGTERM stop the loop cleanly (when called from the main thread): no new
         event is started, the ones in flight finish (a failing one is left unacknowledged, to
@@ -334,13 +337,9 @@ class PaymentTracker(TrackerBase):
         restore = self._install_signals() if handle_signals else None
         core = self._core
         start = core.handled_count
-        limit = None if max_events is None else start + max_events
-        state = _Run(
-            limit,
-            idle_timeout,
-            stop_at_end,
-            start + core.dead_lettered_count + core.duplicate_count,
-        )
+        finished = self._events_finished()
+        limit = None if max_events is None else finished + max_events
+        state = _Run(limit, idle_timeout, stop_at_end, finished)
         try:
             if self.policy.concurrency == 1:
                 self._run_inline(consumer, handler, state)
@@ -363,7 +362,8 @@ class PaymentTracker(TrackerBase):
         while not stop.is_set():
             now = monotonic()
             with cond:
-                work = core.next_work(now) if limit is None or core.handled_count < limit else None
+                room = limit is None or self._events_finished() < limit
+                work = core.next_work(now) if room else None
                 due = core.commit_due(now)
             if due:
                 self._commit(consumer)
@@ -417,8 +417,8 @@ class PaymentTracker(TrackerBase):
         core = self._core
         now = time.monotonic()
         with self._cond:
-            done = core.handled_count + core.dead_lettered_count + core.duplicate_count
-            if state.limit is not None and core.handled_count >= state.limit:
+            done = self._events_finished()
+            if state.limit is not None and done >= state.limit:
                 return False
             if state.stop_at_end and core.all_at_end():
                 return False
@@ -462,7 +462,8 @@ class PaymentTracker(TrackerBase):
                 while True:
                     if not state.running or stop.is_set() or failures:
                         return
-                    if limit is None or core.handled_count + core.in_flight < limit:
+                    finished = self._events_finished()
+                    if limit is None or finished + core.in_flight < limit:
                         work = core.next_work(monotonic())
                         if work is not None:
                             break
@@ -577,6 +578,8 @@ class PaymentTracker(TrackerBase):
             self._log_decode_verdict(work, exc, verdict)
             if verdict is Verdict.DEAD_LETTER:
                 self._dead_letter(work, exc.reason.value, str(exc), exc.schema_id, exc)
+                with self._cond:
+                    self._undecodable += 1
             elif verdict is Verdict.RAISE:
                 raise
             return None
@@ -588,6 +591,14 @@ class PaymentTracker(TrackerBase):
             raise
         work.value = decoded
         return decoded
+
+    def _events_finished(self) -> int:
+        """Events handled, found applied before (an inbox's duplicates) or dead-lettered after
+        their handler failed (under ``_cond``)."""
+        core = self._core
+        return (
+            core.handled_count + core.duplicate_count + core.dead_lettered_count - self._undecodable
+        )
 
     def _dead_letter(
         self,

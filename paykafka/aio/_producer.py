@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from types import TracebackType
 from typing import Any, Self
 
@@ -27,10 +27,7 @@ from confluent_kafka import KafkaException
 
 from paykafka._errors import DeliveryError
 from paykafka._event import PaymentEvent
-from paykafka._producer import Delivery, DeliveryFuture, _ProducerBase, key_by_user
-from paykafka._registry import RegistryClient
-from paykafka._schema import PaymentSchema
-from paykafka._settings import Settings
+from paykafka._producer import Delivery, DeliveryFuture, _ProducerBase
 
 __all__ = ["AsyncPaymentProducer", "DeliveryTask"]
 
@@ -103,26 +100,7 @@ class AsyncPaymentProducer(_ProducerBase):
     ``flush_timeout`` are those of :class:`~paykafka.PaymentProducer`.
     """
 
-    def __init__(
-        self,
-        settings: Settings | None = None,
-        *,
-        registry: RegistryClient | None = None,
-        schema: PaymentSchema | None = None,
-        key: Callable[[PaymentEvent], str] = key_by_user,
-        flush_timeout: float = 30.0,
-        queue_timeout: float = 60.0,
-        kafka_overrides: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(
-            settings,
-            registry=registry,
-            schema=schema,
-            key=key,
-            flush_timeout=flush_timeout,
-            queue_timeout=queue_timeout,
-            kafka_overrides=kafka_overrides,
-        )
+    def _init_face(self) -> None:
         self._server: asyncio.Task[None] | None = None
         self._busy = asyncio.Event()  # set while events are in flight
         self._next_yield = 0.0

@@ -560,6 +560,9 @@ class AsyncPaymentTracker(TrackerBase):
             consumer.incremental_assign(partitions)
         else:
             consumer.assign(partitions)
+        # In case librdkafka kept a pause from before a revoke: the core starts every assigned
+        # partition unpaused, and a paused one it never resumes would never be read again.
+        consumer.resume(partitions)
         log.info("assigned %s", [f"{tp.topic}[{tp.partition}]" for tp in partitions])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -29,7 +29,7 @@ def main() -> None:
         "heartbeat.interval.ms": 1000,
         "partition.assignment.strategy": strategy,
     }
-    with PaymentTracker(Settings.from_env(), kafka_overrides=overrides) as tracker:
+    with PaymentTracker(Settings.from_env(), kafka_options=overrides) as tracker:
         tracker.run(handle)
     os.close(fd)
 

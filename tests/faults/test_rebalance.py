@@ -177,7 +177,7 @@ def test_a_handler_slower_than_max_poll_interval_keeps_its_partitions(
         if first:
             time.sleep(12)
 
-    trackers = [PaymentTracker(settings, kafka_overrides=overrides) for _ in range(2)]
+    trackers = [PaymentTracker(settings, kafka_options=overrides) for _ in range(2)]
 
     def run(tracker: PaymentTracker) -> None:
         try:

@@ -91,7 +91,7 @@ def test_failed_send_raises_and_an_abandoned_one_is_reported_by_close(
     first, second = make_events(2, prefix="lost")
 
     async def main() -> DeliveryError:
-        producer = AsyncPaymentProducer(settings, kafka_overrides={"message.timeout.ms": 1500})
+        producer = AsyncPaymentProducer(settings, kafka_options={"message.timeout.ms": 1500})
         await producer.start()
         with pytest.raises(DeliveryError) as awaited:
             await producer.send(first)
@@ -136,7 +136,7 @@ def test_full_queue_suspends_the_sender_not_the_loop(live_settings: Settings) ->
         producer = AsyncPaymentProducer(
             settings,
             queue_timeout=0.5,
-            kafka_overrides={"queue.buffering.max.messages": 2},
+            kafka_options={"queue.buffering.max.messages": 2},
         )
         await producer.start()
         await producer.enqueue(events[0])

@@ -475,8 +475,166 @@ class Interleavings(RuleBasedStateMachine):
 
 TestInterleavings = Interleavings.TestCase
 TestInterleavings.settings = settings(
-    max_examples=300,
+    max_examples=200,
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+# -- edges found by mutation testing ------------------------------------------------------------
+
+
+def test_decode_backoff_grows_and_a_stop_releases() -> None:
+    """Retriable decode failures back off longer each time; during a stop they are released."""
+    c = core(retry_backoff=1.0, max_backoff=10.0)
+    c.fetched(recs(0, "a"))
+    w = c.next_work(0.0)
+    assert w is not None
+    assert c.decode_failed(w, 0.0, retriable=True) is Verdict.RETRY
+    assert c.next_work(0.5) is None  # still backing off
+    assert c.next_deadline() == 1.0
+    w = c.next_work(1.0)
+    assert w is not None
+    assert c.decode_failed(w, 1.0, retriable=True) is Verdict.RETRY
+    assert c.next_deadline() == 3.0  # twice as long
+    w = c.next_work(3.0)
+    assert w is not None
+    assert c.decode_failed(w, 3.0, retriable=False, stopping=True) is Verdict.RELEASED
+    assert c.dead_lettered_count == 0
+    assert c.next_work(3.0) is w  # released at once, not delayed
+
+
+def test_bad_data_is_dead_lettered_on_the_first_failure() -> None:
+    """A record that can never decode is dead-lettered without retries."""
+    c = core(handler_retries=5)
+    c.fetched(recs(0, "aa"))
+    w = c.next_work(0.0)
+    assert w is not None
+    assert c.decode_failed(w, 0.0, retriable=False) is Verdict.DEAD_LETTER
+    c.dead_lettered(w)
+    w2 = c.next_work(0.0)
+    assert w2 is not None
+    assert c.decode_failed(w2, 0.0, retriable=False) is Verdict.DEAD_LETTER
+    c.dead_lettered(w2)
+    assert c.dead_lettered_count == 2
+    assert c.to_commit(0.0) == {(T, 0): 2}
+
+
+def test_failures_of_revoked_records_are_released_not_dead_lettered() -> None:
+    """A record whose partition went away meanwhile is neither retried nor dead-lettered."""
+    c = core(concurrency=2)
+    c.fetched(recs(0, "a") + recs(1, "b"))
+    w0, w1 = drain(c)
+    c.revoking([(T, 0), (T, 1)])
+    c.revoked([(T, 0), (T, 1)])
+    assert c.handler_failed(w0, 0.0) is Verdict.RELEASED
+    assert c.decode_failed(w1, 0.0, retriable=False) is Verdict.RELEASED
+    assert c.in_flight == 0
+
+
+def test_stale_entries_do_not_hide_ready_records() -> None:
+    """Records of a dropped partition queued first do not stop others being handed out."""
+    c = core(concurrency=5)
+    c.fetched(recs(0, "abc") + recs(1, "xyz"))
+    c.lost([(T, 0)])
+    assert where(drain(c)) == [(1, 0), (1, 1), (1, 2)]
+
+
+def test_records_of_other_partitions_in_a_batch_are_kept() -> None:
+    """A record of a partition not ours, in the middle of a batch, skips only itself."""
+    c = core(concurrency=5)
+    c.fetched([Rec(0, 0, "a"), Rec(7, 0, "b"), Rec(1, 0, "c"), Rec(0, 1, "d", topic="other")])
+    assert where(drain(c)) == [(0, 0), (1, 0)]
+    assert c.held == 2
+
+
+def test_counts_across_partitions() -> None:
+    """held, in_flight_of and the ends count every partition, not the last one only."""
+    c = core(concurrency=4)
+    c.fetched(recs(0, "ab") + recs(1, "cd"))
+    works = drain(c)
+    assert c.in_flight_of([(T, 0), (T, 1)]) == 4
+    c.handled(works[0])
+    c.handled(works[2])
+    assert c.held == 2
+    c.lost([(T, 0)])
+    assert c.held == 1
+    c.at_end(T, 1)
+    assert not c.all_at_end()
+    c.handled(works[3])
+    assert c.all_at_end()
+
+
+def test_commit_only_the_partitions_asked() -> None:
+    """to_commit(partitions=...) offers only those; unknown ones are ignored."""
+    c = core(concurrency=4)
+    c.fetched(recs(0, "a") + recs(1, "b"))
+    for w in drain(c):
+        c.handled(w)
+    assert c.to_commit(0.0, [(T, 9), (T, 1)]) == {(T, 1): 1}
+    assert c.to_commit(0.0) == {(T, 0): 1}
+    c.commit_failed({(T, 9): 5, (T, 0): 0})  # unknown partition, and an offset not offered
+    assert c.to_commit(0.0) == {}
+
+
+def test_nothing_to_commit_means_no_commit_due() -> None:
+    """After the interval, a commit is due only if some offset moved."""
+    c = core(commit_interval=1.0)
+    c.fetched(recs(0, "a"))
+    assert not c.commit_due(5.0)
+    c.handled(drain(c)[0])
+    assert c.commit_due(10.0)
+    c.to_commit(10.0)
+    assert not c.commit_due(20.0)
+
+
+def test_flow_waits_pause_after_without_progress() -> None:
+    """With ``now``, a full buffer pauses only after ``pause_after`` seconds with no record
+    done; a record done restarts the wait; revoked partitions leave the paused set."""
+    c = core(max_buffered=2, concurrency=1, pause_after=1.0)
+    c.fetched(recs(0, "ab") + recs(1, "c"))
+    assert c.flow(0.0) == ([], [])
+    assert c.flow(0.9) == ([], [])
+    w = c.next_work(0.9)
+    assert w is not None
+    c.handled(w)  # progress, but still full (2 held)
+    assert c.flow(1.5) == ([], [])
+    pause, _ = c.flow(2.5)
+    assert sorted(pause) == [(T, 0), (T, 1)]
+    c.revoking([(T, 1)])
+    c.revoked([(T, 1)])
+    assert c.paused == frozenset({(T, 0)})
+    c.lost([(T, 0)])
+    assert c.paused == frozenset()
+
+
+def test_a_delayed_key_does_not_block_a_ready_one_behind_it() -> None:
+    """A lane whose retry is not due is set aside; the next ready lane is handed out."""
+    c = core(concurrency=2, retry_backoff=5.0)
+    c.fetched(recs(0, "ab"))
+    a = c.next_work(0.0)
+    assert a is not None
+    c.release(a, not_before=5.0)
+    b = c.next_work(0.0)
+    assert b is not None
+    assert b.key == b"b"
+    assert c.next_work(1.0) is None
+    assert c.next_work(5.0) is a
+
+
+def test_has_ready_says_whether_next_work_would_hand_out() -> None:
+    """has_ready is the cheap pre-check of next_work: ready records, room, due retries."""
+    c = core(concurrency=1, retry_backoff=2.0)
+    assert not c.has_ready(0.0)
+    c.fetched(recs(0, "ab"))
+    assert c.has_ready(0.0)
+    a = c.next_work(0.0)
+    assert a is not None
+    assert not c.has_ready(0.0)  # concurrency reached
+    assert c.handler_failed(a, 0.0) is Verdict.RETRY
+    b = c.next_work(0.0)
+    assert b is not None
+    c.handled(b)
+    assert not c.has_ready(1.0)  # only a retry, not yet due
+    assert c.has_ready(2.0)

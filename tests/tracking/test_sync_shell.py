@@ -12,7 +12,7 @@ from confluent_kafka import OFFSET_BEGINNING
 
 import paykafka._tracker as tracker_module
 import paykafka._tracking._sync as sync_module
-from paykafka import DecodeError, PaymentEvent, PaymentTracker, Settings
+from paykafka import ConfigError, DecodeError, PaymentEvent, PaymentTracker, Settings
 
 from ._fakes import FakeConsumer, FakeDeadLetters, FakeDecoder
 
@@ -122,7 +122,7 @@ def slow_run(tracker: PaymentTracker, consumer: FakeConsumer, check: Any) -> Non
 def test_a_slow_handler_keeps_the_consumer_served() -> None:
     """Issue 11.3: while a handler runs, run() keeps calling the consumer (heartbeats,
     max.poll.interval.ms, rebalances), so a slow handler does not cost the membership."""
-    tracker, consumer, _ = started(kafka_overrides={"max.poll.interval.ms": 1000})
+    tracker, consumer, _ = started(kafka_options={"max.poll.interval.ms": 1000})
     for i in range(10):
         consumer.add(0, f"k{i}", f"u{i}".encode())
     slow_run(tracker, consumer, lambda c: True)
@@ -309,8 +309,33 @@ def test_poison_is_dead_lettered_and_tracking_goes_on() -> None:
     consumer.add(0, "a", b"poison")
     consumer.add(0, "a", b"u1")
     got: list[PaymentEvent] = []
-    tracker.run(got.append, max_events=1, handle_signals=False)
+    count = tracker.run(got.append, max_events=1, handle_signals=False)  # poison is no event
     tracker.close()
+    assert count == len(got) == 1
     assert FakeDeadLetters.written == [(0, 0, "not_confluent_framing")]
     assert consumer.committed[0] == 2
     assert tracker.dead_lettered == 1
+
+
+def test_impossible_options_are_a_config_error() -> None:
+    """concurrency=0 is refused with ConfigError, naming the option."""
+    with pytest.raises(ConfigError, match="concurrency"):
+        PaymentTracker(SETTINGS, registry=FakeRegistry(), concurrency=0)  # type: ignore[arg-type]
+
+
+def test_a_slow_loop_body_keeps_the_consumer_served_too() -> None:
+    """Iterating: while the caller holds an event longer than the keeper's threshold, the
+    consumer is still called, paused; asking for the next event resumes fetching."""
+    tracker, consumer, _ = started(kafka_options={"max.poll.interval.ms": 1000})
+    consumer.add(0, "a", b"u0")
+    consumer.add(1, "b", b"u1")
+    first = tracker.poll(1.0)
+    assert first is not None
+    calls = consumer.calls
+    wait_until(lambda: consumer.calls > calls + 5 and consumer.paused == {0, 1}, timeout=3)
+    second = tracker.poll(1.0)
+    assert second is not None
+    tracker.poll(0.1)
+    assert consumer.paused == set()
+    tracker.close()
+    assert consumer.committed == {0: 1, 1: 1}

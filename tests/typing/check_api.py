@@ -12,6 +12,7 @@ from typing import assert_type
 
 import paykafka
 import paykafka.aio
+from paykafka.testing import RecordWaiter, TestStack
 
 
 def check_event() -> None:
@@ -23,6 +24,8 @@ def check_event() -> None:
     assert_type(event.method, paykafka.PaymentMethod)
     assert_type(event.timestamp, datetime)
     assert_type(event.to_json(), str)
+    assert_type(paykafka.minor_units(event.currency), int)
+    assert_type(paykafka.currencies(), frozenset[str])
     assert_type(paykafka.PaymentEvent.from_dict(event.to_dict()), paykafka.PaymentEvent)
 
 
@@ -46,6 +49,8 @@ def check_tracker(settings: paykafka.Settings) -> None:
             assert_type(record, paykafka.TrackedEvent)
             assert_type(record.partition, int)
         assert_type(tracker.run(print, max_events=1), int)
+    with paykafka.PaymentTracker(settings, concurrency=8, max_buffered=1000) as tracker:
+        assert_type(tracker.handled, int)
 
 
 def check_errors() -> None:
@@ -68,3 +73,11 @@ async def check_async_producer(settings: paykafka.Settings) -> None:
         assert_type(future, paykafka.aio.DeliveryTask)
         assert_type(await future, paykafka.Delivery)
         await producer.flush(timeout=5)
+
+
+def check_testing_plugin(settings: paykafka.Settings) -> None:
+    waiter = RecordWaiter(settings)
+    assert_type(waiter.wait(1, timeout=5.0), list[paykafka.TrackedEvent])
+    assert_type(waiter.events(1), list[paykafka.PaymentEvent])
+    stack = TestStack(settings=settings, managed=False)
+    assert_type(stack.settings, paykafka.Settings)
