@@ -161,6 +161,20 @@ class Outbox:
         except Exception as exc:
             raise db.wrap(exc, f"adding payment {event.payment_id} to {self.table}", tx) from exc
 
+    async def add_async(self, tx: Any, event: PaymentEvent) -> None:
+        """:meth:`add` for asyncio code: ``tx`` a ``psycopg.AsyncConnection`` in an open
+        transaction (or a ``sqlite3.Connection``, written at once: SQLite has no async driver)."""
+        db = self.database
+        if not isinstance(db, PostgresDatabase):
+            self.add(tx, event)
+            return
+        key = self._key(event)
+        try:
+            await tx.execute(self._user_lock, (_signed32(zlib.crc32(key.encode())),))
+            await tx.execute(self._insert, (key, encode_event(event)))
+        except Exception as exc:
+            raise db.wrap(exc, f"adding payment {event.payment_id} to {self.table}", tx) from exc
+
     def status(self) -> OutboxStatus:
         """Pending rows, the oldest pending row's age, published rows not yet pruned."""
         db = self.database

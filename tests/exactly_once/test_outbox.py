@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from datetime import timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from _events import make_events
 
@@ -89,3 +91,19 @@ def test_sqlite_add_needs_no_commit_of_its_own(tmp_path: Path) -> None:
     assert conn.in_transaction
     conn.rollback()
     assert outbox.status().pending == 0
+
+
+def test_async_add_follows_the_transaction(pg_dsn: str) -> None:
+    """add_async() with a psycopg AsyncConnection: committed rows count, rolled-back ones not."""
+    outbox = Outbox(pg_dsn)
+
+    async def main() -> None:
+        async with await psycopg.AsyncConnection.connect(pg_dsn) as tx:
+            for event in make_events(3):
+                await outbox.add_async(tx, event)
+            await tx.commit()
+            await outbox.add_async(tx, make_events(1)[0])
+            await tx.rollback()
+
+    asyncio.run(main())
+    assert outbox.status().pending == 3
