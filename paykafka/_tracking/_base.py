@@ -160,7 +160,9 @@ class TrackerBase:
                 self._old_records,
             )
 
-    def _settle_outcome(self, work: Work[Any], outcome: InboxOutcome) -> Verdict | None:
+    def _settle_outcome(
+        self, work: Work[Any], outcome: InboxOutcome, *, stopping: bool = False
+    ) -> Verdict | None:
         """Tell the core what the inbox did when it did not apply the record; the verdict for a
         conflict (the shell dead-letters or raises), None otherwise. ``APPLIED`` is reported by
         the shell like any handled record. A shell with threads holds its lock around this."""
@@ -179,7 +181,7 @@ class TrackerBase:
             work.partition,
             work.offset,
         )
-        return core.rejected(work)
+        return core.rejected(work, stopping=stopping)
 
     def _consumer_config(self, **library: Any) -> dict[str, Any]:
         """The consumer settings every shell uses: offsets are committed by the shell, only

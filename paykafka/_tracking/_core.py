@@ -28,7 +28,8 @@ Handing out and completions (``Work`` is one record whose turn it is)::
     dead_lettered(work)              the dead letter was acknowledged: the record is done
     duplicate(work)                  the record was applied before (an inbox said so): done,
                                      counted apart from handled records
-    rejected(work) -> Verdict        the record must never be applied (a conflicting duplicate):
+    rejected(work, stopping=False) -> Verdict
+                                     the record must never be applied (a conflicting duplicate):
                                      ``DEAD_LETTER``, or ``RAISE`` when dead letters are off
     unavailable(work, now, stopping=False) -> Verdict
                                      the handler could not run for a cause outside the record
@@ -400,9 +401,13 @@ class TrackerCore(Generic[R]):
         if self._finish(work):
             self.duplicate_count += 1
 
-    def rejected(self, work: Work[R]) -> Verdict:
+    def rejected(self, work: Work[R], *, stopping: bool = False) -> Verdict:
         """The record must never be applied (a conflicting duplicate): dead-letter it at once,
-        no retries (they cannot help); with dead letters off it is released and raised."""
+        no retries (they cannot help); with dead letters off it is released and raised. During
+        a stop, or once its partition is gone, it is released (its next reader decides)."""
+        if stopping or not work.alive:
+            self.release(work)
+            return Verdict.RELEASED
         return self._give_up(work)
 
     def unavailable(self, work: Work[R], now: float, *, stopping: bool = False) -> Verdict:

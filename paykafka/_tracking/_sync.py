@@ -513,7 +513,7 @@ class PaymentTracker(TrackerBase):
         if outcome is InboxOutcome.APPLIED:
             return True
         with self._cond:
-            settled = self._settle_outcome(work, outcome)
+            settled = self._settle_outcome(work, outcome, stopping=self._stop.is_set())
             self._cond.notify_all()
         if settled is Verdict.DEAD_LETTER:
             conflict = ConflictingDuplicateError(str(decoded[1].payment_id))

@@ -440,7 +440,8 @@ class AsyncPaymentTracker(TrackerBase):
                 if outcome is InboxOutcome.APPLIED:
                     core.handled(work)
                 else:
-                    await self._conflict(work, decoded, self._settle_outcome(work, outcome))
+                    settled = self._settle_outcome(work, outcome, stopping=self._stopping)
+                    await self._conflict(work, decoded, settled)
         finally:
             self._tasks.pop(work, None)
             self._wake.set()

@@ -425,6 +425,40 @@ class Interleavings(RuleBasedStateMachine):
 
     @precondition(lambda self: self.in_flight)
     @rule(i=st.integers(0, 10))
+    def duplicate(self, i: int) -> None:
+        """An inbox found the record applied before: done, like a handled one."""
+        w = self.in_flight.pop(i % len(self.in_flight))
+        alive = w.alive
+        self.core.duplicate(w)
+        if alive:
+            self.done[w.partition].add(w.offset)
+            self.completed[(w.partition, w.key)].append(w.offset)
+
+    @precondition(lambda self: self.in_flight)
+    @rule(i=st.integers(0, 10))
+    def conflict(self, i: int) -> None:
+        """A conflicting duplicate: dead-lettered at once (dead letters are on here), or
+        released when its partition is gone."""
+        w = self.in_flight.pop(i % len(self.in_flight))
+        verdict = self.core.rejected(w)
+        if not w.alive:
+            assert verdict is Verdict.RELEASED
+        else:
+            assert verdict is Verdict.DEAD_LETTER
+            self.core.dead_lettered(w)
+            self.done[w.partition].add(w.offset)
+            self.completed[(w.partition, w.key)].append(w.offset)
+
+    @precondition(lambda self: self.in_flight)
+    @rule(i=st.integers(0, 10), stopping=st.booleans())
+    def unavailable(self, i: int, stopping: bool) -> None:
+        """The database is away: retried (never dead-lettered), or released while stopping."""
+        w = self.in_flight.pop(i % len(self.in_flight))
+        verdict = self.core.unavailable(w, self.now, stopping=stopping)
+        assert verdict in {Verdict.RETRY, Verdict.RELEASED}
+
+    @precondition(lambda self: self.in_flight)
+    @rule(i=st.integers(0, 10))
     def release(self, i: int) -> None:
         self.core.release(self.in_flight.pop(i % len(self.in_flight)))
 
