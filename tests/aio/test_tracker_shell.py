@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+from decimal import Decimal
 from typing import Any
 
+import attrs
 from confluent_kafka import KafkaError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from paykafka import Settings
+from paykafka import PaymentEvent, Settings
 from paykafka.aio import AsyncPaymentTracker
+
+# A frame header whose schema id the tracker is told it knows (so it decodes on the loop).
+HEADER = b"\x00\x00\x00\x00\x01"
 
 
 class Msg:
     """Just enough of confluent-kafka's Message for the shell and the core."""
 
-    def __init__(self, offset: int, *, eof: bool = False) -> None:
+    def __init__(self, offset: int, *, eof: bool = False, key: str = "marek") -> None:
         self._offset = offset
+        self._key = key
         self._error = KafkaError(KafkaError._PARTITION_EOF) if eof else None
 
     def topic(self) -> str:
@@ -27,7 +36,13 @@ class Msg:
         return self._offset
 
     def key(self) -> bytes:
-        return b"marek"
+        return self._key.encode()
+
+    def value(self) -> bytes:
+        return HEADER + str(self._offset).encode()
+
+    def timestamp(self) -> tuple[int, int]:
+        return (0, 0)
 
     def error(self) -> Any:
         return self._error
@@ -45,6 +60,9 @@ class Consumer:
 
     def pause(self, partitions: list[Any]) -> None:
         self.paused += partitions
+
+    def resume(self, partitions: list[Any]) -> None:
+        self.paused = [tp for tp in self.paused if tp not in partitions]
 
     def commit(self, **_kw: Any) -> None:
         pass
@@ -77,3 +95,57 @@ def test_a_full_buffer_takes_no_more_records() -> None:
     tracker._pump()
     assert tracker._core.held == 10
     assert [[m.offset() for m in batch] for batch in consumer.batches] == [[10]]  # not read
+
+
+class Decoder:
+    """Decodes the fake frames: the event's user is the record's key, its note the offset."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+
+    def decode(self, value: bytes) -> tuple[int, PaymentEvent]:
+        offset = int(value[len(HEADER) :])
+        event = PaymentEvent(
+            user=self.keys[offset], amount=Decimal("1.00"), currency="PLN", method="blik"
+        )
+        return 1, attrs.evolve(event, note=str(offset))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    keys=st.lists(st.sampled_from("abcde"), min_size=1, max_size=40),
+    delays=st.lists(st.integers(0, 3), min_size=1, max_size=10),
+    concurrency=st.integers(1, 8),
+)
+def test_random_delays_keep_each_keys_order_and_the_limit(
+    keys: list[str], delays: list[int], concurrency: int
+) -> None:
+    """Whatever the handlers' delays: per key in offset order, never two of a key at once,
+    never more than ``concurrency`` in flight, and every record handled once."""
+    records = [Msg(i, key=k) for i, k in enumerate(keys)]
+    consumer = Consumer(records[: len(records) // 2], records[len(records) // 2 :])
+    consumer.batches.append([Msg(len(records), eof=True)])
+    tracker = tracker_over(consumer, concurrency=concurrency)
+    tracker._decode = Decoder(keys)  # type: ignore[assignment]
+    tracker._known_ids.add(HEADER[1:5])
+    seen: dict[str, list[int]] = {}
+    running: set[str] = set()
+    peak = 0
+    overlap = False
+
+    async def handler(event: PaymentEvent) -> None:
+        nonlocal peak, overlap
+        overlap = overlap or event.user in running
+        running.add(event.user)
+        peak = max(peak, len(running))
+        offset = int(event.note or "0")
+        await asyncio.sleep(delays[offset % len(delays)] / 1000)
+        running.discard(event.user)
+        seen.setdefault(event.user, []).append(offset)
+
+    handled = asyncio.run(tracker.run(handler, stop_at_end=True, handle_signals=False))
+    assert handled == len(records)
+    assert not overlap
+    assert peak <= concurrency
+    for key, offsets in seen.items():
+        assert offsets == [i for i, k in enumerate(keys) if k == key]

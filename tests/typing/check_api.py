@@ -75,6 +75,19 @@ async def check_async_producer(settings: paykafka.Settings) -> None:
         await producer.flush(timeout=5)
 
 
+async def check_async_tracker(settings: paykafka.Settings) -> None:
+    async def handler(event: paykafka.PaymentEvent) -> None:
+        assert_type(event, paykafka.PaymentEvent)
+
+    async with paykafka.aio.AsyncPaymentTracker(settings, concurrency=8) as tracker:
+        assert_type(tracker, paykafka.aio.AsyncPaymentTracker)
+        async for event in tracker:
+            assert_type(event, paykafka.PaymentEvent)
+        async for record in tracker.records(max_records=1):
+            assert_type(record, paykafka.TrackedEvent)
+        assert_type(await tracker.run(handler, max_events=1), int)
+
+
 def check_testing_plugin(settings: paykafka.Settings) -> None:
     waiter = RecordWaiter(settings)
     assert_type(waiter.wait(1, timeout=5.0), list[paykafka.TrackedEvent])
