@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from paykafka._errors import DatabaseError
 from paykafka._event import PaymentEvent
@@ -243,7 +243,7 @@ class Inbox:
             with contextlib.suppress(Exception):
                 conn.close()
 
-    def __enter__(self) -> Inbox:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

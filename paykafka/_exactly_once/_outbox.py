@@ -31,7 +31,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Self, TextIO
 
 import attrs
 
@@ -422,7 +422,7 @@ class OutboxRelay:
                 self._producer.close()
             self._producer = None
 
-    def __enter__(self) -> OutboxRelay:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -94,3 +94,29 @@ def check_testing_plugin(settings: paykafka.Settings) -> None:
     assert_type(waiter.events(1), list[paykafka.PaymentEvent])
     stack = TestStack(settings=settings, managed=False)
     assert_type(stack.settings, paykafka.Settings)
+
+
+def check_inbox_and_outbox(settings: paykafka.Settings) -> None:
+    def book(event: paykafka.PaymentEvent, tx: object) -> None:
+        assert_type(event, paykafka.PaymentEvent)
+
+    with paykafka.SqliteInbox("ledger.db") as inbox:
+        assert_type(inbox, paykafka.SqliteInbox)
+        with paykafka.PaymentTracker(settings, inbox=inbox, concurrency=4) as tracker:
+            assert_type(tracker.run(book, stop_at_end=True), int)
+            assert_type(tracker.duplicates, int)
+        assert_type(inbox.prune(), int)
+    outbox = paykafka.Outbox("shop.db")
+    assert_type(outbox.status(), paykafka.OutboxStatus)
+    with paykafka.OutboxRelay(outbox, settings, batch_size=100) as relay:
+        assert_type(relay.run(stop_when_empty=True), int)
+
+
+async def check_async_inbox(settings: paykafka.Settings) -> None:
+    async def book(event: paykafka.PaymentEvent, tx: object) -> None:
+        assert_type(event, paykafka.PaymentEvent)
+
+    inbox = paykafka.aio.AsyncPostgresInbox("postgresql://localhost/db")
+    async with paykafka.aio.AsyncPaymentTracker(settings, inbox=inbox) as tracker:
+        assert_type(await tracker.run(book, max_events=1), int)
+    await inbox.close()
