@@ -15,6 +15,8 @@ from paykafka._admin import (
 )
 from paykafka._dlq import DeadLetter, DeadLetterQueue, ReplayResult
 from paykafka._errors import (
+    AuthenticationError,
+    AuthorizationError,
     BrokerUnavailableError,
     ConfigError,
     DecodeError,
@@ -24,14 +26,18 @@ from paykafka._errors import (
     IncompatibleSchemaError,
     KafkaError,
     PayKafkaError,
+    RegistryAuthenticationError,
+    RegistryAuthorizationError,
     RegistryError,
     RegistryIncompatibleError,
     RegistryUnavailableError,
     SchemaError,
     SchemaNotFoundError,
+    SecurityError,
     SerdeError,
     StackError,
     SubjectNotFoundError,
+    TlsError,
     ValidationError,
 )
 from paykafka._event import PaymentEvent, PaymentMethod
@@ -45,6 +51,8 @@ from paykafka._version import __version__
 __all__ = [
     "DEFAULT_BOOTSTRAP_SERVERS",
     "DEFAULT_REGISTRY_URL",
+    "AuthenticationError",
+    "AuthorizationError",
     "BrokerUnavailableError",
     "CompatibilityResult",
     "ConfigError",
@@ -69,6 +77,8 @@ __all__ = [
     "PaymentSchema",
     "PaymentTracker",
     "RegisteredSchema",
+    "RegistryAuthenticationError",
+    "RegistryAuthorizationError",
     "RegistryClient",
     "RegistryError",
     "RegistryIncompatibleError",
@@ -76,10 +86,12 @@ __all__ = [
     "ReplayResult",
     "SchemaError",
     "SchemaNotFoundError",
+    "SecurityError",
     "SerdeError",
     "Settings",
     "StackError",
     "SubjectNotFoundError",
+    "TlsError",
     "TopicConfig",
     "TopicDescription",
     "TopicHealth",

@@ -17,6 +17,7 @@ import attrs
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from paykafka._errors import BrokerUnavailableError, KafkaError
+from paykafka._security import SecurityWatch, client_creation_error
 from paykafka._settings import Settings
 
 __all__ = [
@@ -89,7 +90,11 @@ class DeadLetterWriter:
     def __init__(self, settings: Settings, *, timeout: float = 30.0) -> None:
         self._topic = settings.dlq_topic
         self._timeout = timeout
-        self._producer = Producer(settings.producer_config())
+        self._watch = SecurityWatch(settings, topic=settings.dlq_topic, operation="WRITE")
+        try:
+            self._producer = Producer(settings.producer_config(error_cb=self._watch.observe))
+        except KafkaException as exc:
+            raise client_creation_error(settings, exc) from None
 
     @property
     def topic(self) -> str:
@@ -129,6 +134,11 @@ class DeadLetterWriter:
             on_delivery=lambda err, _m: outcome.append(err),
         )
         self._producer.flush(self._timeout)
+        if outcome and outcome[0] is not None:
+            refused = self._watch.classify(outcome[0])
+            if refused is not None:
+                raise refused
+        self._watch.check()
         if not outcome or outcome[0] is not None:
             why = "no acknowledgement in time" if not outcome else outcome[0].str()
             raise KafkaError(

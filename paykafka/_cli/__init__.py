@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from paykafka._cli import _dlq_cmd, _ops_cmd, _schema_cmd, _stack_cmd
 from paykafka._cli._common import (
     EXIT_FAILURE,
+    EXIT_SECURITY,
     EXIT_TOPIC,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
@@ -25,6 +26,7 @@ from paykafka._errors import (
     KafkaError,
     PayKafkaError,
     RegistryUnavailableError,
+    SecurityError,
     ValidationError,
 )
 from paykafka._version import __version__
@@ -37,6 +39,8 @@ def exit_code_for(exc: PayKafkaError) -> int:
     """The documented exit code for a library error that ends a command."""
     if isinstance(exc, ConfigError | ValidationError):
         return EXIT_USAGE
+    if isinstance(exc, SecurityError):
+        return EXIT_SECURITY
     if isinstance(exc, BrokerUnavailableError | RegistryUnavailableError):
         return EXIT_UNREACHABLE
     if isinstance(exc, KafkaError) and exc.code in _TOPIC_STATE_CODES:

@@ -17,6 +17,7 @@ from paykafka._settings import Settings
 __all__ = [
     "EXIT_FAILURE",
     "EXIT_OK",
+    "EXIT_SECURITY",
     "EXIT_TOPIC",
     "EXIT_TROUBLE",
     "EXIT_UNREACHABLE",
@@ -39,6 +40,9 @@ EXIT_TROUBLE = 3
 EXIT_TOPIC = 4
 #: No Kafka broker or schema registry answered.
 EXIT_UNREACHABLE = 5
+#: Refused: wrong user or password, a missing ACL, or TLS trouble (untrusted, expired or
+#: wrong-host certificate, plaintext against a TLS listener). Retrying will not help.
+EXIT_SECURITY = 6
 
 
 def add_connection_flags(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
