@@ -53,7 +53,7 @@ from paykafka._errors import (
 )
 from paykafka._event import PaymentEvent
 from paykafka._registry import RegistryClient
-from paykafka._security import SecurityWatch, client_creation_error
+from paykafka._security import SecurityWatch, client_creation_error, wait_for_metadata
 from paykafka._serde import EventDeserializer
 from paykafka._settings import Settings
 
@@ -83,8 +83,6 @@ log = logging.getLogger(__name__)
 IMPORTANT_CONFIGS = ("retention.ms", "min.insync.replicas", "cleanup.policy")
 
 DEFAULT_TIMEOUT = 10.0
-# Metadata is asked for in slices this long, serving client errors in between.
-_SLICE = 0.5
 
 # librdkafka codes that mean "nobody answered", not "the broker said no".
 _UNREACHABLE = frozenset({"_TRANSPORT", "_TIMED_OUT", "_ALL_BROKERS_DOWN", "_RESOLVE"})
@@ -320,26 +318,11 @@ def _unknown_topic(settings: Settings, topic: str) -> KafkaError:
 
 
 def _metadata(client: Any, watch: SecurityWatch, settings: Settings, timeout: float) -> Any:
-    """Cluster metadata from an admin client or consumer, or the reason there is none.
-
-    Asked in short slices: between them the client's errors are served, so a refused login
-    or a TLS failure is raised as such within about a second, not as a timeout; and a client
-    that cannot connect at all is checked once for plaintext-against-TLS.
-    """
-    deadline = time.monotonic() + timeout
-    diagnosed = False
-    while True:
-        left = deadline - time.monotonic()
-        try:
-            return client.list_topics(timeout=max(0.05, min(_SLICE, left)))
-        except KafkaException as exc:
-            client.poll(0)  # serves error_cb
-            watch.check()
-            if not diagnosed:
-                diagnosed = True
-                watch.diagnose()
-            if time.monotonic() >= deadline:
-                raise _translate(settings, timeout, exc, "reading cluster metadata") from None
+    """Cluster metadata, or the security error / unreachable cluster that prevents it."""
+    try:
+        return wait_for_metadata(client, watch, timeout)
+    except KafkaException as exc:
+        raise _translate(settings, timeout, exc, "reading cluster metadata") from None
 
 
 def _refused(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import time
 from typing import Any
 
 from confluent_kafka import KafkaException
@@ -30,22 +31,30 @@ __all__ = [
     "plaintext_against_tls",
     "speaks_tls",
     "tls_context",
+    "wait_for_metadata",
 ]
 
 log = logging.getLogger(__name__)
 
 _TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
 _PROBE_TIMEOUT = 1.0
+_METADATA_SLICE = 0.5
 
 
 class SecurityWatch:
     """Remembers the first security error a client reported; :meth:`check` raises it."""
 
     def __init__(
-        self, settings: Settings, *, topic: str | None = None, operation: str | None = None
+        self,
+        settings: Settings,
+        *,
+        topic: str | None = None,
+        operation: str | None = None,
+        group: str | None = None,
     ) -> None:
         self._settings = settings
         self._topic = topic or settings.topic
+        self._group = group or settings.group_id
         self._operation = operation
         self.error: SecurityError | None = None
 
@@ -60,7 +69,7 @@ class SecurityWatch:
         s = self._settings
         name = err.name()
         if resource is None:
-            resource = s.group_id if name == "GROUP_AUTHORIZATION_FAILED" else self._topic
+            resource = self._group if name == "GROUP_AUTHORIZATION_FAILED" else self._topic
         return security_error(
             name,
             err.str(),
@@ -93,6 +102,32 @@ class SecurityWatch:
         if found is not None:
             self.error = found
             raise found
+
+
+def wait_for_metadata(
+    client: Any, watch: SecurityWatch, timeout: float, *, topic: str | None = None
+) -> Any:
+    """Cluster metadata from an admin client or consumer, raising a security error early.
+
+    Asked in short slices: between them the client's errors are served, so a refused login
+    or a TLS failure is raised as such within about a second, not as a timeout; a client that
+    cannot connect at all is checked once for plaintext-against-TLS. At the deadline the last
+    ``KafkaException`` is raised for the caller to translate.
+    """
+    deadline = time.monotonic() + timeout
+    diagnosed = False
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return client.list_topics(topic, timeout=max(0.05, min(_METADATA_SLICE, left)))
+        except KafkaException:
+            client.poll(0)  # serves error_cb
+            watch.check()
+            if not diagnosed:
+                diagnosed = True
+                watch.diagnose()
+            if time.monotonic() >= deadline:
+                raise
 
 
 def speaks_tls(host: str, port: int) -> bool:
