@@ -404,7 +404,7 @@ def _tls_error(code: str, text: str, *, servers: str, ca_location: str | None) -
         why = f"the certificate of {servers} has expired; the broker needs a new one"
     elif "not yet valid" in lowered:
         why = f"the certificate of {servers} is not valid yet (check the clocks)"
-    elif "hostname" in lowered or "ip address mismatch" in lowered or "host name" in lowered:
+    elif "hostname mismatch" in lowered or "ip address mismatch" in lowered:
         why = (
             f"the certificate of {servers} does not name that host; connect with a host name "
             "the certificate lists"

@@ -31,6 +31,7 @@ __all__ = [
     "plaintext_against_tls",
     "speaks_tls",
     "tls_context",
+    "verify_failure",
     "wait_for_metadata",
 ]
 
@@ -68,11 +69,16 @@ class SecurityWatch:
         """
         s = self._settings
         name = err.name()
+        text = err.str()
         if resource is None:
             resource = self._group if name == "GROUP_AUTHORIZATION_FAILED" else self._topic
+        if name == "_SSL" and "certificate verify failed" in text and self.error is None:
+            # librdkafka does not say why; ask the server once ourselves, the same way.
+            reason = verify_failure(s.bootstrap_servers, s.ssl_ca_location)
+            text = f"{reason}; {text}" if reason else text
         return security_error(
             name,
-            err.str(),
+            text,
             servers=s.bootstrap_servers,
             protocol=s.security_protocol,
             username=s.sasl_username,
@@ -128,6 +134,25 @@ def wait_for_metadata(
                 watch.diagnose()
             if time.monotonic() >= deadline:
                 raise
+
+
+def verify_failure(servers: str, ca_location: str | None) -> str | None:
+    """Why the first of ``servers`` fails certificate verification with ``ca_location``
+    (expired, hostname mismatch, unknown issuer...), as OpenSSL words it; None if it passes."""
+    host, _, port = servers.split(",", maxsplit=1)[0].strip().rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    try:
+        context = ssl.create_default_context(cafile=ca_location)
+        with (
+            socket.create_connection((host, int(port)), timeout=_PROBE_TIMEOUT) as raw,
+            context.wrap_socket(raw, server_hostname=host),
+        ):
+            return None
+    except ssl.SSLCertVerificationError as exc:
+        return str(exc.verify_message)
+    except (OSError, ssl.SSLError):
+        return None
 
 
 def speaks_tls(host: str, port: int) -> bool:
