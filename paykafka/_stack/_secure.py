@@ -18,7 +18,8 @@ What ``up --secure`` adds to the plain stack, all kept in ``<state dir>/secure``
 - The ``StandardAuthorizer`` with the ACLs of :data:`ACLS`, created by ``admin`` after start
   (idempotent), together with the ``payments`` and ``payments.dlq`` topics.
 - The registry on HTTPS with the same certificate, and HTTP basic authentication by Quarkus'
-  embedded users (no identity provider): one registry login per user, same password.
+  embedded users (no identity provider): one registry login per user, same password. Quarkus'
+  path permissions let ``admin`` and ``payments-producer`` write, the others only read.
 - One ``users/<user>.env`` file per user with every ``PAYKAFKA_*`` setting, password included
   (owner-only): the terminal only ever shows the file names.
 """
@@ -97,6 +98,10 @@ class Acl:
     operation: str
     """``READ``, ``WRITE`` or ``DESCRIBE`` (``AclOperation`` names)."""
 
+
+#: Registry roles (Quarkus embedded users): writers may register schemas and change the
+#: registry, readers only read (the tracker fetches schemas by id).
+_REGISTRY_ROLES = {ADMIN: "writer", PRODUCER: "writer", TRACKER: "reader", NOBODY: "reader"}
 
 #: Every ACL of the secured stack; ``admin`` needs none (super user), ``nobody`` has none.
 ACLS = (
@@ -477,7 +482,7 @@ def registry_properties(config: StackConfig) -> dict[str, str]:
     ]
     for user, password in passwords(config).items():
         lines.append(f"quarkus.security.users.embedded.users.{user}={password}")
-        lines.append(f"quarkus.security.users.embedded.roles.{user}=user")
+        lines.append(f"quarkus.security.users.embedded.roles.{user}={_REGISTRY_ROLES[user]}")
     write_private(registry_config_file(config), "\n".join(lines) + "\n")
     return {
         "quarkus.http.ssl-port": str(config.registry_port),
@@ -485,8 +490,13 @@ def registry_properties(config: StackConfig) -> dict[str, str]:
         "quarkus.http.ssl.certificate.files": str(server_cert_file(config)),
         "quarkus.http.ssl.certificate.key-files": str(server_key_file(config)),
         "quarkus.http.auth.basic": "true",
-        "quarkus.http.auth.permission.authenticated.paths": "/*",
-        "quarkus.http.auth.permission.authenticated.policy": "authenticated",
+        # Every user reads; only writers change anything (register, set compatibility, delete).
+        "quarkus.http.auth.permission.read.paths": "/*",
+        "quarkus.http.auth.permission.read.policy": "authenticated",
+        "quarkus.http.auth.permission.write.paths": "/*",
+        "quarkus.http.auth.permission.write.methods": "POST,PUT,DELETE,PATCH",
+        "quarkus.http.auth.permission.write.policy": "writers",
+        "quarkus.http.auth.policy.writers.roles-allowed": "writer",
         "smallrye.config.locations": str(registry_config_file(config)),
     }
 

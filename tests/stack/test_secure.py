@@ -30,6 +30,8 @@ from paykafka import (
     PaymentProducer,
     PaymentTracker,
     RegistryAuthenticationError,
+    RegistryAuthorizationError,
+    RegistryClient,
     Settings,
     TlsError,
 )
@@ -95,9 +97,9 @@ def refused(call: Callable[[], object], error: type[PayKafkaError]) -> PayKafkaE
     return info.value
 
 
-def produce(settings: Settings, n: int = 1) -> list[str]:
+def produce(settings: Settings, n: int = 1, registry: RegistryClient | None = None) -> list[str]:
     events = make_events(n, prefix=f"secure-{uuid.uuid4().hex[:6]}")
-    with PaymentProducer(settings, flush_timeout=20.0) as producer:
+    with PaymentProducer(settings, flush_timeout=20.0, registry=registry) as producer:
         for event in events:
             producer.send(event)
     return [str(e.payment_id) for e in events]
@@ -188,6 +190,12 @@ def test_no_password_in_any_log_or_command_line(stack: Stack) -> None:
         assert_no_secret(stack, cmdline)
 
 
+def producer_registry(stack: Stack) -> RegistryClient:
+    """A registry client logged in as payments-producer, who may register the schema: so a
+    test reaches the broker's ACLs instead of stopping at the registry's."""
+    return RegistryClient(as_user(stack, _secure.PRODUCER))
+
+
 # -- each user does what its ACLs allow, end to end ---------------------------------------------
 
 
@@ -199,7 +207,9 @@ def test_producer_and_tracker_as_their_own_users(stack: Stack) -> None:
 
 def test_tracker_user_cannot_produce(stack: Stack) -> None:
     """WRITE on payments is refused to payments-tracker, naming the topic and the operation."""
-    error = refused(lambda: produce(as_user(stack, _secure.TRACKER)), AuthorizationError)
+    tracker = as_user(stack, _secure.TRACKER)
+    with producer_registry(stack) as registry:
+        error = refused(lambda: produce(tracker, registry=registry), AuthorizationError)
     assert isinstance(error, AuthorizationError)
     assert (error.resource_type, error.resource, error.operation) == ("topic", "payments", "WRITE")
     assert len(error.undelivered) == 1
@@ -220,17 +230,25 @@ def test_producer_user_cannot_read(stack: Stack) -> None:
 @pytest.mark.parametrize(
     ("what", "call", "resource", "operation"),
     [
-        ("produce", produce, ("topic", "payments"), "CREATE"),
+        ("register the schema", produce, ("registry path", None), "POST"),
+        (
+            "produce",
+            lambda s, r: produce(s, registry=r),
+            ("topic", "payments"),
+            "CREATE",
+        ),
         (
             "produce without creating",
-            lambda s: produce(attrs.evolve(s, create_topic=False)),
+            lambda s, r: produce(attrs.evolve(s, create_topic=False), registry=r),
             ("topic", "payments"),
             "WRITE",
         ),
-        ("consume", track, ("group", "payment-tracker"), "READ"),
+        ("consume", lambda s, r: track(s), ("group", "payment-tracker"), "READ"),
         (
             "create a topic",
-            lambda s: KafkaAdmin(s).create_topic("nobody-made", partitions=1, replication_factor=1),
+            lambda s, r: KafkaAdmin(s).create_topic(
+                "nobody-made", partitions=1, replication_factor=1
+            ),
             ("topic", "nobody-made"),
             "CREATE",
         ),
@@ -240,15 +258,38 @@ def test_producer_user_cannot_read(stack: Stack) -> None:
 def test_nobody_can_do_nothing(
     stack: Stack,
     what: str,
-    call: Callable[[Settings], object],
-    resource: tuple[str, str],
+    call: Callable[..., object],
+    resource: tuple[str, str | None],
     operation: str,
 ) -> None:
-    """The user `nobody` logs in but every action is an AuthorizationError naming it."""
+    """The user `nobody` logs in but every action is an AuthorizationError naming the
+    resource and the operation: at the registry, and at the broker."""
     del what
-    error = refused(lambda: call(as_user(stack, _secure.NOBODY)), AuthorizationError)
+    registry = producer_registry(stack)
+    nobody = as_user(stack, _secure.NOBODY)
+    if call is produce:
+        error = refused(lambda: produce(nobody), AuthorizationError)
+    else:
+        error = refused(lambda: call(nobody, registry), AuthorizationError)
+    registry.close()
     assert isinstance(error, AuthorizationError)
-    assert (error.resource_type, error.resource, error.operation) == (*resource, operation)
+    assert error.resource_type == resource[0]
+    assert resource[1] is None or error.resource == resource[1]
+    assert error.operation == operation
+
+
+def test_tracker_user_may_read_but_not_change_the_registry(stack: Stack) -> None:
+    """payments-tracker reads schemas from the registry, but registering one is a
+    RegistryAuthorizationError (HTTP 403), also an AuthorizationError."""
+    with RegistryClient(as_user(stack, _secure.TRACKER)) as registry:
+        registry.subjects()
+        error = refused(
+            lambda: registry.register("tracker-made-value", '"string"'),
+            RegistryAuthorizationError,
+        )
+    assert isinstance(error, AuthorizationError)
+    assert isinstance(error, RegistryAuthorizationError)
+    assert error.status == 403
 
 
 class _Record:
