@@ -261,7 +261,8 @@ class PaymentProducer:
         ``queue_timeout`` seconds: back-pressure, never a silent drop.
         """
         producer, serialize = self._started()
-        self._watch.check()  # refused once, refused for every event: say so at once
+        if self._watch.error is not None:  # refused once, refused for every event
+            raise self._watch.error
         if not isinstance(event, PaymentEvent):
             raise TypeError(f"send() takes a PaymentEvent, got {type(event).__name__}")
         value = serialize(event)

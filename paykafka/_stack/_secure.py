@@ -36,13 +36,16 @@ import os
 import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from paykafka._errors import StackError
 
 from ._config import StackConfig
+
+if TYPE_CHECKING:
+    from paykafka._settings import Settings
 
 __all__ = [
     "ACLS",
@@ -393,15 +396,19 @@ def setup_cluster(config: StackConfig) -> None:
         AclBinding,
         AclOperation,
         AclPermissionType,
+        AdminClient,
         ResourcePatternType,
         ResourceType,
     )
 
     from paykafka._admin import KafkaAdmin  # noqa: PLC0415 - the stack does not need it otherwise
 
-    admin = KafkaAdmin(user_settings(config, ADMIN), timeout=30.0)
-    admin.ensure_topic(PAYMENTS_TOPIC)
-    admin.ensure_topic(DLQ_TOPIC)
+    topics = KafkaAdmin(user_settings(config, ADMIN), timeout=30.0)
+    topics.ensure_topic(PAYMENTS_TOPIC)
+    topics.ensure_topic(DLQ_TOPIC)
+    admin = AdminClient(
+        {"bootstrap.servers": config.bootstrap_servers, **admin_client_config(config)}
+    )
     bindings = [
         AclBinding(
             ResourceType[acl.resource_type],
@@ -414,7 +421,7 @@ def setup_cluster(config: StackConfig) -> None:
         )
         for acl in ACLS
     ]
-    futures = admin._admin.create_acls(bindings, request_timeout=30.0)
+    futures = admin.create_acls(bindings, request_timeout=30.0)
     for binding, future in futures.items():
         try:
             future.result(timeout=35.0)
@@ -445,7 +452,7 @@ def user_env(config: StackConfig, user: str, *, with_password: bool = True) -> d
     return env
 
 
-def user_settings(config: StackConfig, user: str, **overrides: Any) -> Any:
+def user_settings(config: StackConfig, user: str, **overrides: Any) -> Settings:
     """:class:`~paykafka.Settings` of ``user`` on this stack (tests and ``up`` itself)."""
     from paykafka._settings import Settings  # noqa: PLC0415 - keeps the stack import light
 
