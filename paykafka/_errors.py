@@ -340,6 +340,10 @@ _AUTHZ_CODES = {
     "TRANSACTIONAL_ID_AUTHORIZATION_FAILED": "transactional id",
 }
 _PLAINTEXT_HINT = "connecting to a SSL listener"
+#: An ``_SSL`` error is a refusal only when the handshake or the certificate failed; a TLS
+#: connection cut by a crashing broker is an outage, retried like any other.
+_TLS_REFUSAL_HINTS = ("handshake", "certificate", "wrong version number", "ssl.ca.location")
+_CONNECTION_HINTS = ("disconnected", "connection reset", "unexpected eof", "timed out")
 _TLS_HINT = "connecting to a PLAINTEXT broker listener"
 
 
@@ -361,12 +365,16 @@ def security_error(
     texts never carry passwords; the messages built here do not either.
     """
     who = f"user {username!r}" if username else "a client without a SASL user"
-    if code in ("_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED", "ILLEGAL_SASL_STATE"):
-        return AuthenticationError(
-            f"Kafka at {servers} refused the login of {who}: {_short(text)}; check "
-            "PAYKAFKA_SASL_USERNAME, PAYKAFKA_SASL_PASSWORD and PAYKAFKA_SASL_MECHANISM",
+    lowered = text.lower()
+    if _PLAINTEXT_HINT in text:
+        return TlsError(
+            f"{servers} expects TLS but this client connects in plaintext "
+            f"(security protocol {protocol or 'PLAINTEXT'}); set PAYKAFKA_SECURITY_PROTOCOL="
+            "SASL_SSL (or SSL) and PAYKAFKA_SSL_CA_LOCATION",
             code=code,
         )
+    if _TLS_HINT in text:
+        return _tls_error(code, text, servers=servers, ca_location=ca_location)
     if code in _AUTHZ_CODES:
         kind = _AUTHZ_CODES[code]
         name = resource or "?"
@@ -380,15 +388,17 @@ def security_error(
             operation=op,
             code=code,
         )
-    if code == "_SSL" or (code == "_TRANSPORT" and _TLS_HINT in text):
-        return _tls_error(code, text, servers=servers, ca_location=ca_location)
-    if code == "_TRANSPORT" and _PLAINTEXT_HINT in text:
-        return TlsError(
-            f"{servers} expects TLS but this client connects in plaintext "
-            f"(security protocol {protocol or 'PLAINTEXT'}); set PAYKAFKA_SECURITY_PROTOCOL="
-            "SASL_SSL (or SSL) and PAYKAFKA_SSL_CA_LOCATION",
+    if any(hint in lowered for hint in _CONNECTION_HINTS):
+        # A broker going away mid-login or mid-handshake: an outage, not a refusal.
+        return None
+    if code in ("_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED", "ILLEGAL_SASL_STATE"):
+        return AuthenticationError(
+            f"Kafka at {servers} refused the login of {who}: {_short(text)}; check "
+            "PAYKAFKA_SASL_USERNAME, PAYKAFKA_SASL_PASSWORD and PAYKAFKA_SASL_MECHANISM",
             code=code,
         )
+    if code == "_SSL" and any(hint in lowered for hint in _TLS_REFUSAL_HINTS):
+        return _tls_error(code, text, servers=servers, ca_location=ca_location)
     return None
 
 

@@ -158,11 +158,14 @@ def test_unreadable_kafka_ca_file_is_named(tmp_path: Path) -> None:
         ("_SSL", "SSL handshake failed: certificate verify failed", "Tls"),
         ("_TRANSPORT", "Disconnected (connecting to a SSL listener?)", "Tls"),
         ("_TRANSPORT", "Connection refused", None),
+        ("_SSL", "SSL transport error: unexpected eof while reading", None),
+        ("_AUTHENTICATION", "SASL authentication error: Disconnected (in state AUTH_REQ)", None),
         ("_MSG_TIMED_OUT", "Local: Message timed out", None),
     ],
 )
 def test_security_error_classifies_librdkafka_codes(code: str, text: str, kind: str | None) -> None:
-    """security_error maps exactly the login, ACL and TLS codes, and nothing else."""
+    """security_error maps exactly the login, ACL and TLS refusals; a connection cut by a
+    crashing broker (even mid-handshake) stays an outage."""
     found = security_error(
         code, text, servers="b:9093", username="alice", resource="payments", operation="WRITE"
     )
