@@ -22,11 +22,17 @@ from confluent_kafka import KafkaError as _RdKafkaError
 from confluent_kafka import KafkaException, Producer
 
 from paykafka._admin import ensure_topic
-from paykafka._errors import BrokerUnavailableError, DeliveryError, PayKafkaError
+from paykafka._errors import (
+    AuthorizationError,
+    BrokerUnavailableError,
+    DeliveryError,
+    PayKafkaError,
+)
 from paykafka._event import PaymentEvent
 from paykafka._governance import SchemaGate
 from paykafka._registry import RegistryClient
 from paykafka._schema import PaymentSchema, load_schema
+from paykafka._security import SecurityWatch, client_creation_error
 from paykafka._serde import EventSerializer
 from paykafka._settings import Settings, client_kafka_options
 
@@ -36,6 +42,8 @@ log = logging.getLogger(__name__)
 
 # Seconds between the delivery-report polls send() makes on its own.
 _POLL_INTERVAL = 0.001
+# flush() waits in slices this long, checking between them whether the cluster refused us.
+_FLUSH_SLICE = 0.25
 # Seconds start() waits for the cluster when checking the topic exists.
 _ENSURE_TOPIC_TIMEOUT = 5.0
 
@@ -182,6 +190,8 @@ class _ProducerBase:
         # Queued events awaiting their report, and failures not yet looked at.
         self._pending: dict[int, DeliveryFuture] = {}
         self._unreported: list[DeliveryFuture] = []
+        self._watch = SecurityWatch(self.settings)
+        self._refusal: AuthorizationError | None = None
         self._init_face()
 
     def _init_face(self) -> None:
@@ -205,7 +215,10 @@ class _ProducerBase:
         if self.settings.create_topic:
             self._ensure_topic()
         conf = self.settings.producer_config(error_cb=self._on_error, **self._overrides)
-        producer = Producer(conf)
+        try:
+            producer = Producer(conf)
+        except KafkaException as exc:
+            raise client_creation_error(self.settings, exc) from None
         log.info(
             "producer ready: topic %s, subject %s, schema id %d",
             self.settings.topic,
@@ -310,11 +323,38 @@ class _ProducerBase:
         if err is None:
             future._settle((msg.partition(), msg.offset()), None)
             return
+        refused = self._watch.classify(err, resource=self.settings.topic, operation="WRITE")
+        if isinstance(refused, AuthorizationError) and self._refusal is None:
+            self._refusal = refused
         future._settle(None, self._failed_error(future.event, err))
         self._unreported.append(future)
 
+    def _refused_flush_error(self) -> PayKafkaError | None:
+        """What a flush raises when the cluster refused us: an ACL refusal (with every event
+        not delivered), or the login / TLS refusal seen while events were still queued."""
+        refused = self._refusal
+        if refused is None:
+            return None
+        self._refusal = None
+        undelivered = [(f.event, str(f._error)) for f in self._unreported if not f._observed]
+        self._unreported.clear()
+        undelivered.extend((f.event, str(refused)) for f in self._pending.values())
+        return AuthorizationError(
+            f"{refused}; {len(undelivered)} payment event(s) not delivered",
+            resource_type=refused.resource_type,
+            resource=refused.resource,
+            operation=refused.operation,
+            code=refused.code,
+            undelivered=undelivered,
+        )
+
     def _on_error(self, err: Any) -> None:
         self._last_error = err.str()
+        first = self._watch.error is None
+        if self._watch.observe(err):
+            if first:  # librdkafka repeats it on every reconnect: one line is enough
+                log.error("producer refused: %s", self._watch.error)
+            return
         if err.fatal():
             log.error("fatal producer error: %s", err.str())
         else:
@@ -386,6 +426,8 @@ class PaymentProducer(_ProducerBase):
         ``queue_timeout`` seconds: back-pressure, never a silent drop.
         """
         producer = self._started()[0]
+        if self._watch.error is not None:  # refused once, refused for every event
+            raise self._watch.error
         value, key = self._encode(event)
         future = DeliveryFuture(event, self)
         if on_delivery is not None:
@@ -420,10 +462,27 @@ class PaymentProducer(_ProducerBase):
         event still queued at the deadline.
         """
         producer = self._started()[0]
-        left = producer.flush(-1 if timeout is None else timeout)
+        left = self._flush_watched(producer, timeout)
+        refused = self._refused_flush_error()
+        if refused is not None:
+            raise refused
+        if left and self._watch.error is not None:
+            raise self._watch.error
         error = self._undelivered_error(still_queued=bool(left))
         if error is not None:
             raise error
+
+    def _flush_watched(self, producer: Producer, timeout: float | None) -> int:
+        """``flush`` in slices, stopping early when the cluster refused us (login, TLS, ACL):
+        those events would otherwise wait out the whole timeout for nothing."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left_time = _FLUSH_SLICE if deadline is None else deadline - time.monotonic()
+            left = int(producer.flush(max(0.0, min(_FLUSH_SLICE, left_time))))
+            if not left or self._watch.error is not None or self._refusal is not None:
+                return left
+            if deadline is not None and time.monotonic() >= deadline:
+                return left
 
     @property
     def in_flight(self) -> int:

@@ -20,12 +20,16 @@ from paykafka._event import PaymentEvent
 from paykafka._exactly_once import AsyncInbox, Inbox, InboxOutcome
 from paykafka._registry import RegistryClient
 from paykafka._schema import PaymentSchema
+from paykafka._security import SecurityWatch
 from paykafka._settings import Settings, client_kafka_options
 from paykafka._tracking._core import Policy, TrackerCore, Verdict, Work
 
 __all__ = ["Decoded", "TrackedEvent", "TrackerBase"]
 
 log = logging.getLogger("paykafka.tracker")
+
+# Seconds without any partition before a tracker checks for plaintext-against-TLS.
+_DIAGNOSE_AFTER = 2.0
 
 #: What a shell keeps in ``Work.value`` once a record is decoded: (schema id, event).
 Decoded = tuple[int, PaymentEvent]
@@ -89,6 +93,10 @@ class TrackerBase:
     ) -> None:
         self.settings = settings or Settings.from_env()
         self._inbox = inbox
+        # A refused login, TLS failure or missing ACL stops the tracker (never retried).
+        self._watch = SecurityWatch(self.settings, operation="READ")
+        self._started_at = time.monotonic()
+        self._diagnosed = False
         self._old_warned_at = float("-inf")
         self._old_records = 0
         self._registry = registry
@@ -128,6 +136,28 @@ class TrackerBase:
     def dead_lettered(self) -> int:
         """Records sent to the dead-letter topic so far."""
         return self._core.dead_lettered_count
+
+    def _check_access(self) -> None:
+        """Raise a refused login or TLS failure; and if no partition came after a while,
+        check once whether this plaintext client is talking to a TLS listener."""
+        self._watch.check()
+        if (
+            not self._diagnosed
+            and not self._core.assignment
+            and time.monotonic() - self._started_at > _DIAGNOSE_AFTER
+        ):
+            self._diagnosed = True
+            self._watch.diagnose()
+
+    def _refused(self, err: Any) -> bool:
+        """Feed a client error to the security watch; True when it was a refusal (logged once,
+        raised by the next :meth:`_check_access`)."""
+        first = self._watch.error is None
+        if self._watch.observe(err):
+            if first:  # librdkafka repeats it on every reconnect: one line is enough
+                log.error("tracker refused: %s", self._watch.error)
+            return True
+        return False
 
     @property
     def duplicates(self) -> int:

@@ -45,6 +45,7 @@ from paykafka._event import PaymentEvent
 from paykafka._exactly_once import Inbox, InboxOutcome
 from paykafka._registry import RegistryClient
 from paykafka._schema import load_schema
+from paykafka._security import client_creation_error
 from paykafka._serde import EventDeserializer
 from paykafka._tracking._base import Decoded, TrackedEvent, TrackerBase
 from paykafka._tracking._core import Verdict, Work
@@ -151,7 +152,11 @@ class PaymentTracker(TrackerBase):
         )
         poll_interval = float(conf.get("max.poll.interval.ms", 300_000)) / 1000
         self._keep_after = min(1.0, poll_interval / 4)
-        self._consumer = Consumer(conf)
+        try:
+            self._consumer = Consumer(conf)
+        except KafkaException as exc:
+            raise client_creation_error(self.settings, exc) from None
+        self._started_at = time.monotonic()
         self._closing.clear()
         self._keeper = threading.Thread(target=self._keep, name="paykafka-keeper", daemon=True)
         self._keeper.start()
@@ -634,6 +639,7 @@ class PaymentTracker(TrackerBase):
             if self._kept:
                 self._unkeep(consumer)
             msgs = _take(consumer, timeout)
+        self._check_access()
         if msgs:
             self._feed(msgs)
 
@@ -748,6 +754,9 @@ class PaymentTracker(TrackerBase):
         if err.code() == _RdKafkaError._PARTITION_EOF:
             self._core.at_end(msg.topic(), msg.partition())
             return
+        refused = self._watch.classify(err)
+        if refused is not None:
+            raise refused
         if err.fatal():
             raise KafkaError(f"fatal consumer error: {err.str()}", code=err.name())
         log.warning("consumer: %s", err.str(), extra={"code": err.name()})
@@ -808,7 +817,8 @@ class PaymentTracker(TrackerBase):
     # -- plumbing ------------------------------------------------------------------------------
 
     def _on_error(self, err: Any) -> None:
-        log.warning("consumer: %s", err.str())
+        if not self._refused(err):
+            log.warning("consumer: %s", err.str())
 
     def _install_signals(self) -> Callable[[], None] | None:
         if threading.current_thread() is not threading.main_thread():

@@ -42,6 +42,7 @@ from paykafka._event import PaymentEvent
 from paykafka._exactly_once import AsyncInbox, InboxOutcome
 from paykafka._registry import RegistryClient
 from paykafka._schema import load_schema
+from paykafka._security import client_creation_error
 from paykafka._serde import EventDeserializer
 from paykafka._tracking import TrackedEvent, TrackerBase, Verdict, Work
 from paykafka._tracking._base import Decoded
@@ -118,7 +119,11 @@ class AsyncPaymentTracker(TrackerBase):
             "cooperative" in str(conf.get("partition.assignment.strategy", ""))
             or str(conf.get("group.protocol", "")).lower() == "consumer"
         )
-        consumer = Consumer(conf)
+        try:
+            consumer = Consumer(conf)
+        except KafkaException as exc:
+            raise client_creation_error(self.settings, exc) from None
+        self._started_at = time.monotonic()
         consumer.subscribe(
             [self.settings.topic],
             on_assign=self._on_assign,
@@ -347,6 +352,7 @@ class AsyncPaymentTracker(TrackerBase):
         # A full buffer takes no more until handlers free room or flow() pauses fetching;
         # paused, consume() still serves heartbeats and rebalances and returns nothing.
         messages = [] if core.full and not core.paused else consumer.consume(_BATCH, 0)
+        self._check_access()
         if messages:
             good = []
             for msg in messages:
@@ -609,13 +615,18 @@ class AsyncPaymentTracker(TrackerBase):
         if err.code() == _RdKafkaError._PARTITION_EOF:
             self._core.at_end(msg.topic(), msg.partition())
             return
+        refused = self._watch.classify(err)
+        if refused is not None:
+            self._fail(refused)
+            return
         if err.fatal():
             self._fail(KafkaError(f"fatal consumer error: {err.str()}", code=err.name()))
             return
         log.warning("consumer: %s", err.str(), extra={"code": err.name()})
 
     def _on_error(self, err: Any) -> None:
-        log.warning("consumer: %s", err.str())
+        if not self._refused(err):
+            log.warning("consumer: %s", err.str())
 
     @staticmethod
     def _commit_now(consumer: Consumer, offsets: dict[tuple[str, int], int]) -> None:
