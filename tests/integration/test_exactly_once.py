@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -107,9 +108,11 @@ def test_handler_failure_rolls_back_and_retries(topic_settings: Settings, tmp_pa
 
 
 def test_async_tracker_applies_each_payment_once(topic_settings: Settings, db_url: str) -> None:
-    """The async face: the same once-per-payment result with concurrent tasks."""
+    """The async face: the same once-per-payment result with concurrent tasks; a reused id is
+    dead-lettered there too."""
     events = make_events(200, prefix="ainbox", users=30)
-    produce(topic_settings, events + events[:40])
+    conflicting = attrs.evolve(events[5], amount=events[5].amount + 1)
+    produce(topic_settings, events + events[:40] + [conflicting])
     if db_url.startswith("sqlite:///"):
         ainbox: AsyncSqliteInbox | AsyncPostgresInbox = AsyncSqliteInbox(
             db_url.removeprefix("sqlite:///")
@@ -127,14 +130,16 @@ def test_async_tracker_applies_each_payment_once(topic_settings: Settings, db_ur
                 (str(event.payment_id), str(event.amount)),
             )
 
-    async def main() -> tuple[int, int]:
+    async def main() -> tuple[int, int, int]:
         async with AsyncPaymentTracker(topic_settings, inbox=ainbox, concurrency=8) as tracker:
             await tracker.run(abook, stop_at_end=True, idle_timeout=60)
         await ainbox.close()
-        return tracker.handled, tracker.duplicates
+        return tracker.handled, tracker.duplicates, tracker.dead_lettered
 
-    handled, duplicates = asyncio.run(main())
-    assert (handled, duplicates) == (200, 40)
+    assert asyncio.run(main()) == (200, 40, 1)
+    assert [d.reason for d in DeadLetterQueue(topic_settings).letters()] == [
+        "conflicting_duplicate"
+    ]
     assert sorted(ledger_ids(ainbox.sync)) == sorted(str(e.payment_id) for e in events)
 
 
@@ -199,3 +204,15 @@ def test_one_active_relay_and_a_hot_standby(topic_settings: Settings, db_url: st
     finally:
         first.close()
         second.close()
+
+
+def test_relay_catch_up_rate_is_bounded(topic_settings: Settings, tmp_path: Path) -> None:
+    """A backlog of 200 rows at max_rate=400 rows/s takes at least about half a second."""
+    outbox = Outbox(tmp_path / "rate.db")
+    _checkout(outbox, make_events(200, prefix="rate"), commit=True)
+    with OutboxRelay(outbox, topic_settings, batch_size=50, max_rate=400.0) as relay:
+        relay.relay_once()  # connect and warm up: the first batch
+        began = time.monotonic()
+        assert relay.run(stop_when_empty=True) == 150
+        took = time.monotonic() - began
+    assert took >= 150 / 400 * 0.9
