@@ -22,11 +22,17 @@ from confluent_kafka import KafkaError as _RdKafkaError
 from confluent_kafka import KafkaException, Producer
 
 from paykafka._admin import ensure_topic
-from paykafka._errors import BrokerUnavailableError, DeliveryError, PayKafkaError
+from paykafka._errors import (
+    AuthorizationError,
+    BrokerUnavailableError,
+    DeliveryError,
+    PayKafkaError,
+)
 from paykafka._event import PaymentEvent
 from paykafka._governance import SchemaGate
 from paykafka._registry import RegistryClient
 from paykafka._schema import PaymentSchema, load_schema
+from paykafka._security import SecurityWatch, client_creation_error
 from paykafka._serde import EventSerializer
 from paykafka._settings import Settings, client_kafka_options
 
@@ -36,6 +42,8 @@ log = logging.getLogger(__name__)
 
 # Seconds between the delivery-report polls send() makes on its own.
 _POLL_INTERVAL = 0.001
+# flush() waits in slices this long, checking between them whether the cluster refused us.
+_FLUSH_SLICE = 0.25
 # Seconds start() waits for the cluster when checking the topic exists.
 _ENSURE_TOPIC_TIMEOUT = 5.0
 
@@ -182,6 +190,9 @@ class _ProducerBase:
         # Queued events awaiting their report, and failures not yet looked at.
         self._pending: dict[int, DeliveryFuture] = {}
         self._unreported: list[DeliveryFuture] = []
+        # What the cluster refused (login, TLS, ACL): once refused, refused for every event.
+        self._watch = SecurityWatch(self.settings)
+        self._refusal: AuthorizationError | None = None
         self._init_face()
 
     def _init_face(self) -> None:
@@ -205,7 +216,10 @@ class _ProducerBase:
         if self.settings.create_topic:
             self._ensure_topic()
         conf = self.settings.producer_config(error_cb=self._on_error, **self._overrides)
-        producer = Producer(conf)
+        try:
+            producer = Producer(conf)
+        except KafkaException as exc:
+            raise client_creation_error(self.settings, exc) from None
         log.info(
             "producer ready: topic %s, subject %s, schema id %d",
             self.settings.topic,
@@ -224,6 +238,8 @@ class _ProducerBase:
     def _encode(self, event: PaymentEvent) -> tuple[bytes, bytes]:
         """The record's value and key; raises before anything is queued."""
         serialize = self._started()[1]
+        if self._watch.error is not None:  # refused once, refused for every event
+            raise self._watch.error
         if not isinstance(event, PaymentEvent):
             raise TypeError(f"send() takes a PaymentEvent, got {type(event).__name__}")
         return serialize(event), self._key(event).encode()
@@ -282,23 +298,41 @@ class _ProducerBase:
         log.warning("%s", error, extra={"payment_id": str(event.payment_id)})
         return error
 
-    def _undelivered_error(self, *, still_queued: bool) -> DeliveryError | None:
+    def _undelivered_error(self, *, still_queued: bool) -> PayKafkaError | None:
         """The error a flush raises: failures nobody looked at, then (``still_queued``, the
-        deadline passed) every event still waiting for its report."""
+        deadline passed) every event still waiting for its report. A refusal by the cluster
+        (ACL, login, TLS) wins: it says what to fix, with every event it cost."""
         undelivered = [(f.event, str(f._error)) for f in self._unreported if not f._observed]
         self._unreported.clear()
-        still = [f.event for f in self._pending.values()] if still_queued else []
-        if still:
+        refused = self._refusal
+        if refused is not None:
+            self._refusal = None
+            undelivered.extend((f.event, str(refused)) for f in self._pending.values())
+            return AuthorizationError(
+                f"{refused}; {len(undelivered)} payment event(s) not delivered",
+                resource_type=refused.resource_type,
+                resource=refused.resource,
+                operation=refused.operation,
+                code=refused.code,
+                undelivered=undelivered,
+            )
+        if still_queued and self._watch.error is not None:
+            return self._watch.error
+        if still_queued:
             reason = f"still queued at the flush deadline ({self._last_error or 'no error seen'})"
-            undelivered.extend((event, reason) for event in still)
+            undelivered.extend((f.event, reason) for f in self._pending.values())
         if not undelivered:
             return None
         return DeliveryError(
             f"{len(undelivered)} payment event(s) not delivered to "
             f"{self.settings.topic}: {undelivered[0][1]}",
             undelivered,
-            retriable=bool(still),
+            retriable=still_queued,
         )
+
+    def _refused(self) -> bool:
+        """The cluster refused us: waiting longer for deliveries is pointless."""
+        return self._watch.error is not None or self._refusal is not None
 
     def _poll(self, timeout: float) -> None:
         if self._producer is not None:
@@ -310,11 +344,19 @@ class _ProducerBase:
         if err is None:
             future._settle((msg.partition(), msg.offset()), None)
             return
+        refused = self._watch.classify(err, resource=self.settings.topic, operation="WRITE")
+        if isinstance(refused, AuthorizationError) and self._refusal is None:
+            self._refusal = refused
         future._settle(None, self._failed_error(future.event, err))
         self._unreported.append(future)
 
     def _on_error(self, err: Any) -> None:
         self._last_error = err.str()
+        first = self._watch.error is None
+        if self._watch.observe(err):
+            if first:  # librdkafka repeats it on every reconnect: one line is enough
+                log.error("producer refused: %s", self._watch.error)
+            return
         if err.fatal():
             log.error("fatal producer error: %s", err.str())
         else:
@@ -420,10 +462,22 @@ class PaymentProducer(_ProducerBase):
         event still queued at the deadline.
         """
         producer = self._started()[0]
-        left = producer.flush(-1 if timeout is None else timeout)
+        left = self._flush_watched(producer, timeout)
         error = self._undelivered_error(still_queued=bool(left))
         if error is not None:
             raise error
+
+    def _flush_watched(self, producer: Producer, timeout: float | None) -> int:
+        """``flush`` in slices, stopping early when the cluster refused us (login, TLS, ACL):
+        those events would otherwise wait out the whole timeout for nothing."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left_time = _FLUSH_SLICE if deadline is None else deadline - time.monotonic()
+            left = int(producer.flush(max(0.0, min(_FLUSH_SLICE, left_time))))
+            if not left or self._refused():
+                return left
+            if deadline is not None and time.monotonic() >= deadline:
+                return left
 
     @property
     def in_flight(self) -> int:

@@ -204,7 +204,11 @@ class AsyncPaymentProducer(_ProducerBase):
         """
         producer = self._started()[0]
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self._pending and (deadline is None or time.monotonic() < deadline):
+        while (
+            self._pending
+            and not self._refused()
+            and (deadline is None or time.monotonic() < deadline)
+        ):
             producer.flush(0)  # sends what lingers now, serves the reports there are
             if self._pending:
                 await asyncio.sleep(_SERVE_INTERVAL)
