@@ -33,6 +33,7 @@ from paykafka._errors import DecodeError, KafkaError, PayKafkaError
 from paykafka._event import PaymentEvent
 from paykafka._registry import RegistryClient
 from paykafka._schema import load_schema
+from paykafka._security import SecurityWatch, client_creation_error
 from paykafka._serde import EventDeserializer
 from paykafka._tracking import TrackedEvent, TrackerBase, Verdict, Work
 from paykafka._tracking._base import Decoded
@@ -84,6 +85,8 @@ class AsyncPaymentTracker(TrackerBase):
         self._failure: BaseException | None = None
         self._tasks: dict[Work[Any], asyncio.Task[None]] = {}
         self._idle_since = time.monotonic()
+        # A refused login, TLS handshake or ACL: raised by run() / records(), never waited out.
+        self._watch = SecurityWatch(self.settings, operation="READ")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -104,7 +107,10 @@ class AsyncPaymentTracker(TrackerBase):
             "cooperative" in str(conf.get("partition.assignment.strategy", ""))
             or str(conf.get("group.protocol", "")).lower() == "consumer"
         )
-        consumer = Consumer(conf)
+        try:
+            consumer = Consumer(conf)
+        except KafkaException as exc:
+            raise client_creation_error(self.settings, exc) from None
         consumer.subscribe(
             [self.settings.topic],
             on_assign=self._on_assign,
@@ -561,12 +567,23 @@ class AsyncPaymentTracker(TrackerBase):
         if err.code() == _RdKafkaError._PARTITION_EOF:
             self._core.at_end(msg.topic(), msg.partition())
             return
+        refused = self._watch.classify(err)
+        if refused is not None:
+            self._fail(refused)
+            return
         if err.fatal():
             self._fail(KafkaError(f"fatal consumer error: {err.str()}", code=err.name()))
             return
         log.warning("consumer: %s", err.str(), extra={"code": err.name()})
 
     def _on_error(self, err: Any) -> None:
+        first = self._watch.error is None
+        if self._watch.observe(err):
+            if first:  # librdkafka repeats it on every reconnect: one line is enough
+                log.error("tracker refused: %s", self._watch.error)
+                assert self._watch.error is not None
+                self._fail(self._watch.error)
+            return
         log.warning("consumer: %s", err.str())
 
     @staticmethod
