@@ -134,11 +134,44 @@ def test_a_level_someone_set_is_never_lowered_and_a_weaker_one_is_warned_about(
     assert "weaker than the configured FULL_TRANSITIVE" in caplog.text
 
 
-def test_a_registered_schema_is_admitted_without_checks() -> None:
-    """An already registered version is looked up, not checked or registered again."""
+def test_a_registered_schema_is_admitted_without_registering_it_again() -> None:
+    """An already registered version is looked up and judged on the versions before it."""
     fake = FakeRegistry()
     fake.versions.append((7, V1.text))
+    fake.versions.append((8, V2.text))
     assert gate(fake).admit(V1) == 7
+    assert gate(fake).admit(V2) == 8
+    assert fake.registered() == 0
+    assert not any(p.startswith("/compatibility") for _, p in fake.calls)
+
+
+def test_a_registered_schema_that_check_refuses_is_refused_by_the_producer() -> None:
+    """Being registered (e.g. by hand under NONE) is no pass: admit refuses what check refuses."""
+    fake = FakeRegistry(verdict=True)
+    bad = edited(V1, _drop_cash)
+    fake.versions.append((7, V1.text))
+    fake.versions.append((8, bad.text))
+    verdict = gate(fake).check(bad)
+    assert not verdict.compatible
+    assert verdict.checked_against == ("version 1",)
+    with pytest.raises(IncompatibleSchemaError, match="removed enum symbol") as caught:
+        gate(fake).admit(bad)
+    assert "nothing was produced" in str(caught.value)
+
+
+def test_an_invalid_schema_is_refused_online_before_the_registry_is_asked() -> None:
+    """A default that does not fit its type is refused by check, register and the producer."""
+
+    def bad_default(raw: dict[str, Any]) -> None:
+        next(f for f in raw["fields"] if f["name"] == "note")["default"] = "none"
+
+    fake = FakeRegistry(verdict=True)
+    fake.versions.append((7, V1.text))
+    verdict = gate(fake).check(edited(V2, bad_default))
+    assert not verdict.compatible
+    assert verdict.problems[0].startswith('field `note` has an invalid default "none"')
+    with pytest.raises(IncompatibleSchemaError, match="field `note` has an invalid default"):
+        gate(fake).register(edited(V2, bad_default))
     assert fake.registered() == 0
     assert not any(p.startswith("/compatibility") for _, p in fake.calls)
 
@@ -210,14 +243,15 @@ def test_registry_refusal_without_a_field_cause_says_so() -> None:
     assert "found no field-level cause" in verdict.problems[0]
 
 
-def test_registry_acceptance_wins_over_our_avro_checker_with_a_note() -> None:
-    """Online, the registry is the authority on Avro rules; a disagreement becomes a note."""
+def test_what_our_checker_refuses_is_refused_online_even_if_the_registry_accepts() -> None:
+    """Online refuses whatever offline refuses; a lenient registry only earns a note."""
     fake = FakeRegistry(verdict=True)
     fake.versions.append((7, V1.text))
     verdict = gate(fake).check(edited(V1, _amount_double))
-    assert verdict.compatible
+    assert not verdict.compatible
     assert verdict.registry_compatible is True
-    assert "paykafka's own checker would not" in verdict.notes[0]
+    assert verdict.problems[0].startswith("field `amount` changed type")
+    assert "the registry alone would accept it" in verdict.notes[0]
 
 
 def test_empty_subject_is_compatible_and_says_why() -> None:
