@@ -22,7 +22,8 @@ Four layers:
   every earlier version instead of the latest only; ``NONE``: nothing) and phrases each break
   as an old -> new change with its consequence.
 * :func:`policy_breaks` adds what Avro allows but a payment history cannot afford: removing an
-  enum symbol (old events would silently read as the default) and changing a logical type or a
+  enum symbol (old events would silently read as the default), inserting or reordering symbols
+  (they are append-only) and changing a logical type or a
   decimal's precision or scale (the same bytes would mean another amount or instant), also
   when the base type changes by a legal promotion (``bytes`` decimal -> ``string``).
 
@@ -76,13 +77,14 @@ INVALID = "invalid schema"
 
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 _NAMED = frozenset({"record", "error", "enum", "fixed"})
-# writer type -> reader types that can read it (Avro specification, "Schema Resolution").
+# writer type -> reader types that can read it (Avro specification, "Schema Resolution"),
+# less one on purpose: the spec lets a string reader read bytes, but bytes need not be UTF-8
+# and Python readers (fastavro) fail on the first one that is not; Java would read garbage.
 _PROMOTIONS: Mapping[str, frozenset[str]] = {
     "int": frozenset({"long", "float", "double"}),
     "long": frozenset({"float", "double"}),
     "float": frozenset({"double"}),
     "string": frozenset({"bytes"}),
-    "bytes": frozenset({"string"}),
 }
 
 Node = dict[str, Any]
@@ -225,6 +227,10 @@ def _invalid(root: Node) -> list[tuple[str, str]]:
             inner = "items" if kind == "array" else "values"
             walk(node[inner], f"{path}[]" if kind == "array" else f"{path}{{}}")
         elif kind == "enum":
+            symbols = node["symbols"]
+            twice = [sym for sym in dict.fromkeys(symbols) if symbols.count(sym) > 1]
+            if twice:
+                out.append((path, f"has enum {_short(node['name'])} listing {twice[0]} twice"))
             default = node.get("default")
             if default is not None and default not in node["symbols"]:
                 why = f"has enum {_short(node['name'])} whose default {default!r} is no symbol"
@@ -572,7 +578,7 @@ def _policy(old: Node, new: Node, path: str, seen: set[tuple[int, int]]) -> list
 def _enum_policy(old: Node, new: Node, path: str) -> list[_PolicyBreak]:
     removed = [s for s in old["symbols"] if s not in new["symbols"]]
     if not removed:
-        return []
+        return _enum_order(old, new, path)
     fallback = new.get("default")
     why = (
         f"payments already written with them would be read as `{fallback}`, silently "
@@ -585,6 +591,29 @@ def _enum_policy(old: Node, new: Node, path: str) -> list[_PolicyBreak]:
             path,
             f"removed enum symbol(s) {', '.join(removed)} from {_short(new['name'])}",
             why + "; keep the symbol and mark it deprecated in the doc instead",
+        )
+    ]
+
+
+def _enum_order(old: Node, new: Node, path: str) -> list[_PolicyBreak]:
+    """Symbols are append-only. Avro resolves enums by name, so readers cope; but ordinals
+    leak out of Avro (enums generated for other languages, ordinals stored in databases or
+    sorted on), and the order is what tells a reviewer which symbols are new."""
+    symbols, before = new["symbols"], old["symbols"]
+    if symbols[: len(before)] == before:
+        return []
+    name = _short(new["name"])
+    inserted = [s for s in symbols[: len(before)] if s not in before]
+    if inserted:
+        change = f"inserted enum symbol(s) {', '.join(inserted)} before existing ones of {name}"
+    else:
+        change = f"reordered enum symbols of {name}"
+    return [
+        _PolicyBreak(
+            path,
+            change,
+            "symbols are append-only: every existing symbol keeps its position, new ones go at "
+            "the end (ordinals outlive Avro in generated code and stored data)",
         )
     ]
 
