@@ -267,6 +267,19 @@ def _field_errors(record: Node, path: str) -> list[tuple[str, str]]:
     names = [f["name"] for f in record["fields"]]
     for name in dict.fromkeys(n for n in names if names.count(n) > 1):
         out.append((_join(path, name), "is declared twice in the same record"))
+    claimed: dict[str, str] = {}
+    for f in record["fields"]:
+        for alias in f["aliases"]:
+            # Readers would hand one writer field to two fields: Java's checker passes it,
+            # Java's and fastavro's readers then leave one of them without a value.
+            other = alias if alias in names and alias != f["name"] else claimed.get(alias)
+            if other is not None and other != f["name"]:
+                clash = (
+                    f"has the alias `{alias}`, which field `{other}` of the same record "
+                    "already answers to; a writer's field may be read by one field only"
+                )
+                out.append((_join(path, f["name"]), clash))
+            claimed.setdefault(alias, f["name"])
     for f in record["fields"]:
         why = _default_error(f["type"], f["default"]) if f["has_default"] else None
         if why is not None:
@@ -380,6 +393,8 @@ class _Kind(enum.Enum):
     NAME = "name"
     SIZE = "size"
     AMBIGUOUS = "ambiguous"
+    #: bytes read as string: legal in the spec, refused by us (see _PROMOTIONS).
+    TEXT = "text"
 
 
 @attrs.frozen
@@ -421,24 +436,34 @@ class _Resolver:
     def breaks(self, reader: Node, writer: Node, path: str) -> list[Break]:
         rkind, wkind = reader["type"], writer["type"]
         if wkind == "union":
-            out: list[Break] = []
             for branch in writer["branches"]:
-                if self.breaks(reader, branch, path):
-                    out.append(
-                        Break(path, _Kind.TYPE, reader=describe(reader), writer=describe(writer))
-                    )
-                    break
-            return out
+                found = self.breaks(reader, branch, path)
+                if found:
+                    return [self._whole(found, reader, writer, path)]
+            return []
         if rkind == "union":
             # The first reader branch that can read the writer's type is used; any will do here.
-            if any(not self.breaks(b, writer, path) for b in reader["branches"]):
+            tried = [self.breaks(b, writer, path) for b in reader["branches"]]
+            if any(not t for t in tried):
                 return []
-            return [Break(path, _Kind.TYPE, reader=describe(reader), writer=describe(writer))]
+            # Only our bytes-as-string rule in the way of some branch: say that, not "type".
+            text = next((t for t in tried if all(b.kind is _Kind.TEXT for b in t)), tried[0])
+            return [self._whole(text, reader, writer, path)]
+        if (rkind, wkind) == ("string", "bytes"):
+            return [Break(path, _Kind.TEXT, reader=describe(reader), writer=describe(writer))]
         if rkind == wkind:
             return self._same_kind(reader, writer, path)
         if rkind in _PROMOTIONS.get(wkind, frozenset()):
             return []
         return [Break(path, _Kind.TYPE, reader=describe(reader), writer=describe(writer))]
+
+    @staticmethod
+    def _whole(found: list[Break], reader: Node, writer: Node, path: str) -> Break:
+        """One break for a union that cannot be read: bytes-as-string when that is all that is
+        in the way (so the reason is kept), else a type change."""
+        text = all(b.kind is _Kind.TEXT for b in found)
+        kind = _Kind.TEXT if text else _Kind.TYPE
+        return Break(path, kind, reader=describe(reader), writer=describe(writer))
 
     def _same_kind(self, reader: Node, writer: Node, path: str) -> list[Break]:
         kind = reader["type"]
@@ -799,6 +824,12 @@ def _phrase_missing(b: Break, new_reads: bool) -> tuple[str, str]:
     return change, hint
 
 
+_TEXT_HINT = (
+    " (bytes read as a string: Avro allows it, paykafka does not, since bytes need not be UTF-8 "
+    "text and Python readers fail on the first that is not)"
+)
+
+
 def _phrase(b: Break, direction: Direction, label: str) -> Problem:
     new_reads = direction is Direction.BACKWARD
     old_t, new_t = (b.writer, b.reader) if new_reads else (b.reader, b.writer)
@@ -807,8 +838,9 @@ def _phrase(b: Break, direction: Direction, label: str) -> Problem:
     else:
         effect = f"readers of {_OLD} cannot read events written with the new schema"
     hint = ""
-    if b.kind is _Kind.TYPE:
+    if b.kind in (_Kind.TYPE, _Kind.TEXT):
         change = f"changed type {old_t} -> {new_t}"
+        hint = _TEXT_HINT if b.kind is _Kind.TEXT else ""
     elif b.kind is _Kind.NO_DEFAULT:
         change, hint = _phrase_missing(b, new_reads)
     elif b.kind is _Kind.ENUM_SYMBOLS:

@@ -349,7 +349,14 @@ def deliberate(problem: Problem) -> str | None:
     if problem.rule == INVALID:
         if "is not a symbol of" in text or "characters where fixed" in text:
             return "invalid: enum/fixed default the registry does not check"
+        if "already answers to" in text:
+            return "invalid: an alias naming another field of the record"
         return None
-    if "changed type bytes -> string" in text or "changed type string -> bytes" in text:
+    if "bytes need not be UTF-8" in text:
         return "avro: bytes read as string (fastavro needs UTF-8)"
     return None
+
+
+def to_text(schema: dict[str, Any]) -> str:
+    """The schema as the registry gets it."""
+    return json.dumps(schema, separators=(",", ":"))

@@ -644,8 +644,12 @@ def test_two_named_types_of_different_names_in_a_union_are_valid() -> None:
 
 def test_bytes_read_as_string_is_refused_because_not_all_bytes_are_text() -> None:
     """fastavro cannot read non-UTF-8 bytes as a string: ours refuses what the spec allows."""
-    assert kinds(read_breaks(one("string"), one("bytes"))) == [("x", "type")]
+    assert kinds(read_breaks(one("string"), one("bytes"))) == [("x", "text")]
+    assert kinds(read_breaks(one(["null", "string"]), one(["null", "bytes"]))) == [("x", "text")]
     assert read_breaks(one("bytes"), one("string")) == []
+    (message,) = check(one("string"), [("version 1", one("bytes"))], "BACKWARD").messages()
+    assert message.startswith("field `x` changed type bytes -> string")
+    assert "bytes need not be UTF-8 text" in message
 
 
 @pytest.mark.parametrize(
@@ -671,3 +675,14 @@ def test_an_enum_listing_a_symbol_twice_is_invalid() -> None:
     """Symbols are unique in an enum (Java Avro refuses the schema)."""
     (message,) = check(one(enum(["a", "b", "a"])), [], "NONE").messages()
     assert message.startswith("field `x` has enum E listing a twice")
+
+
+def test_an_alias_naming_another_field_of_the_record_is_invalid() -> None:
+    """Two reader fields must not claim one writer field (found by the differential test:
+    Java's checker passes it, its readers and fastavro's then leave a field empty)."""
+    candidate = record(field("a", "string", aliases=["b"]), field("b", "string"))
+    (message,) = check(candidate, [], "NONE").messages()
+    assert message.startswith("field `a` has the alias `b`, which field `b`")
+    twice = record(field("a", "string", aliases=["z"]), field("b", "string", aliases=["z"]))
+    (message,) = check(twice, [], "NONE").messages()
+    assert message.startswith("field `b` has the alias `z`, which field `a`")
