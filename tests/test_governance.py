@@ -306,11 +306,32 @@ def test_cli_offline_check_exits_1_naming_the_field(
     assert "field `amount` changed type bytes (decimal 18,4) -> double" in out
 
 
-def test_cli_check_falls_back_to_offline_when_the_registry_is_unreachable(
+def test_cli_check_exits_5_when_the_registry_is_unreachable(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """No registry: the check still runs, against the history, and says so."""
-    code = main(["schema", "check", "--registry-url", "http://127.0.0.1:9/x", "--json"])
+    """A CI gate cannot go green by accident: a mistyped registry URL is exit 5, not a pass."""
+    code = main(["schema", "check", "--registry-url", "http://127.0.0.1:9/x"])
+    err = capsys.readouterr().err
+    assert code == 5
+    assert "cannot reach the schema registry" in err
+    assert "nothing was checked" in err
+    assert "--offline" in err
+
+
+def test_cli_check_falls_back_to_offline_only_when_asked(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With --fallback-offline, no registry: the check runs against the history and says so."""
+    code = main(
+        [
+            "schema",
+            "check",
+            "--registry-url",
+            "http://127.0.0.1:9/x",
+            "--fallback-offline",
+            "--json",
+        ]
+    )
     data = json.loads(capsys.readouterr().out)
     assert code == 0
     assert data["mode"] == "offline"

@@ -20,6 +20,7 @@ from paykafka import _compat
 from paykafka._cli._common import (
     EXIT_FAILURE,
     EXIT_OK,
+    EXIT_UNREACHABLE,
     add_connection_flags,
     emit,
     fail,
@@ -46,7 +47,7 @@ exit codes:
   0  ok (compatible, registered, shown)
   1  incompatible schema, refused change, or another failure (explained on stderr)
   2  usage error (bad arguments, unknown version or file)
-  5  schema registry unreachable (`check` falls back to --offline instead)
+  5  schema registry unreachable (`check` too, unless --offline or --fallback-offline)
 """
 
 _Handler = Callable[[argparse.Namespace], int]
@@ -94,6 +95,12 @@ def register(sub: Any) -> None:
         help="check against schemas/history/ only, without the registry",
     )
     check.add_argument(
+        "--fallback-offline",
+        action="store_true",
+        help="when the registry cannot be reached, check offline instead of exiting 5 "
+        "(without it an unreachable registry never passes a CI gate)",
+    )
+    check.add_argument(
         "--level",
         choices=_compat.LEVELS,
         help="level for offline checks (default: PAYKAFKA_COMPATIBILITY, FULL_TRANSITIVE); "
@@ -137,6 +144,13 @@ def _check(args: argparse.Namespace) -> int:
             with RegistryClient(settings) as registry:
                 verdict = SchemaGate(registry, settings).check(schema)
         except RegistryUnavailableError as exc:
+            if not args.fallback_offline:
+                return fail(
+                    f"{exc}; nothing was checked. Pass --offline to check against "
+                    "schemas/history/ only, or --fallback-offline to do so whenever the "
+                    "registry cannot be reached",
+                    EXIT_UNREACHABLE,
+                )
             fell_back = True
             verdict = check_offline(
                 schema,
