@@ -25,7 +25,7 @@ from paykafka._errors import BrokerUnavailableError, DeliveryError, PayKafkaErro
 from paykafka._event import PaymentEvent
 from paykafka._governance import SchemaGate
 from paykafka._registry import RegistryClient
-from paykafka._schema import PaymentSchema, load_schema
+from paykafka._schema import PaymentSchema, load_schema, require_agreement
 from paykafka._serde import EventSerializer
 from paykafka._settings import Settings
 
@@ -177,6 +177,7 @@ class PaymentProducer:
         if self._producer is not None:
             return self
         schema = self._schema or load_schema(self.settings.schema_path)
+        require_agreement(schema)
         self._schema = schema
         if self._registry is None:
             self._registry = RegistryClient(self.settings)
