@@ -17,7 +17,7 @@ import attrs
 import fastavro
 
 from paykafka._errors import SchemaError
-from paykafka._event import PaymentEvent, PaymentMethod
+from paykafka._event import _AVRO, PaymentEvent, PaymentMethod
 
 __all__ = [
     "PaymentSchema",
@@ -157,6 +157,19 @@ def disagreement(schema: PaymentSchema) -> str | None:
     ]
     if required:
         return f"{where} lacks PaymentEvent's required field(s) {', '.join(required)}"
+    for name in schema.field_names:
+        avro = known[name].metadata.get(_AVRO)
+        ftype = schema.field(name)["type"]
+        if avro is not None and not (
+            isinstance(ftype, list)
+            and ftype[:1] == ["null"]
+            and len(ftype) == 2
+            and ftype[1] in avro
+        ):
+            return (
+                f"{where} gives field {name} the type {json.dumps(ftype)}, where PaymentEvent "
+                f'declares it optional of ["null", {" or ".join(avro)}]'
+            )
     members = tuple(m.value for m in PaymentMethod)
     new = [s for s in schema.method_symbols if s not in members]
     if new:
