@@ -24,9 +24,10 @@ subject that has none, and warns when the level it finds is weaker than the conf
 
 from __future__ import annotations
 
+import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -50,6 +51,8 @@ __all__ = [
     "Verdict",
     "check_offline",
     "default_history_dir",
+    "history_file",
+    "history_names",
     "load_history",
 ]
 
@@ -274,7 +277,10 @@ class SchemaGate:
         said = self._registry.test_compatibility(
             subject, schema.text, version=None if transitive else "latest"
         )
-        report = _compat.check(schema.text, [(_label(r), r.schema) for r in registered], level)
+        names = history_names()
+        report = _compat.check(
+            schema.text, [(_label(r, names), r.schema) for r in registered], level
+        )
         return _combine(said.is_compatible, said.messages, report, candidate, subject)
 
     def _check_registered(
@@ -285,7 +291,8 @@ class SchemaGate:
         level: str,
     ) -> Verdict:
         """A registered version, judged against the ones before it by our checker alone."""
-        earlier = [(_label(r), r.schema) for r in registered if r.version < version]
+        names = history_names()
+        earlier = [(_label(r, names), r.schema) for r in registered if r.version < version]
         report = _compat.check(schema.text, earlier, level)
         return Verdict(
             compatible=report.compatible,
@@ -328,8 +335,30 @@ class SchemaGate:
             )
 
 
-def _label(registered: RegisteredSchema) -> str:
-    return f"version {registered.version}"
+def _same(text: str) -> str:
+    """A schema text in a form equal for equal schemas, however they were formatted."""
+    return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+
+
+def history_names() -> dict[str, str]:
+    """Released files by schema (``schemas/history/``), to name registry versions with them:
+    file numbers and registry versions need not line up (a version registered by hand, or
+    one the registry folded into an earlier one), so listings show both."""
+    try:
+        return {_same(v.schema.text): v.path.name for v in load_history()}
+    except SchemaError:
+        return {}
+
+
+def history_file(schema: str, names: Mapping[str, str]) -> str | None:
+    """The released file holding ``schema`` (from :func:`history_names`), if any."""
+    return names.get(_same(schema))
+
+
+def _label(registered: RegisteredSchema, names: Mapping[str, str]) -> str:
+    """``version 2``, or ``version 2 (payment.v3.avsc)`` when a released file holds it."""
+    name = history_file(registered.schema, names)
+    return f"version {registered.version}" + (f" ({name})" if name else "")
 
 
 def _combine(

@@ -154,7 +154,7 @@ def test_a_registered_schema_that_check_refuses_is_refused_by_the_producer() -> 
     fake.versions.append((8, bad.text))
     verdict = gate(fake).check(bad)
     assert not verdict.compatible
-    assert verdict.checked_against == ("version 1",)
+    assert verdict.checked_against == ("version 1 (payment.v1.avsc)",)
     with pytest.raises(IncompatibleSchemaError, match="removed enum symbol") as caught:
         gate(fake).admit(bad)
     assert "nothing was produced" in str(caught.value)
@@ -187,8 +187,8 @@ def test_incompatible_schema_is_refused_with_field_level_reasons() -> None:
     assert caught.value.problems == (
         (
             "field `amount` changed type bytes (decimal 18,4) -> double: the new schema cannot "
-            "read events written with version 1; readers of version 1 cannot read events written "
-            "with the new schema"
+            "read events written with version 1 (payment.v1.avsc); readers of version 1 "
+            "(payment.v1.avsc) cannot read events written with the new schema"
         ),
     )
     assert "nothing was produced" in str(caught.value)
@@ -253,6 +253,15 @@ def test_what_our_checker_refuses_is_refused_online_even_if_the_registry_accepts
     assert verdict.registry_compatible is True
     assert verdict.problems[0].startswith("field `amount` changed type")
     assert "the registry alone would accept it" in verdict.notes[0]
+
+
+def test_registry_versions_are_named_with_their_history_file() -> None:
+    """File numbers and registry versions need not line up: listings show both."""
+    fake = FakeRegistry(verdict=True)
+    fake.versions.append((7, V2.text))  # released as payment.v2.avsc, registered first
+    verdict = gate(fake).check(edited(V2, _amount_double))
+    assert verdict.checked_against == ("version 1 (payment.v2.avsc)",)
+    assert "written with version 1 (payment.v2.avsc)" in verdict.problems[0]
 
 
 def test_empty_subject_is_compatible_and_says_why() -> None:

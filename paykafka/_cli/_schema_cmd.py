@@ -34,7 +34,13 @@ from paykafka._errors import (
     SchemaError,
     SubjectNotFoundError,
 )
-from paykafka._governance import SchemaGate, Verdict, check_offline
+from paykafka._governance import (
+    SchemaGate,
+    Verdict,
+    check_offline,
+    history_file,
+    history_names,
+)
 from paykafka._registry import RegisteredSchema, RegistryClient
 from paykafka._schema import load_schema
 from paykafka._settings import Settings
@@ -252,6 +258,7 @@ def _versions(args: argparse.Namespace) -> int:
         except SubjectNotFoundError:
             return fail(f"nothing is registered under {settings.subject}", EXIT_INCOMPATIBLE)
     rows: list[dict[str, Any]] = []
+    names = history_names()
     previous: RegisteredSchema | None = None
     for r in registered:
         changes = (
@@ -260,12 +267,21 @@ def _versions(args: argparse.Namespace) -> int:
             else "; ".join(str(c) for c in _compat.diff(previous.schema, r.schema)) or "no change"
         )
         fields = len(json.loads(r.schema).get("fields", []))
-        rows.append({"version": r.version, "id": r.schema_id, "fields": fields, "changes": changes})
+        rows.append(
+            {
+                "version": r.version,
+                "file": history_file(r.schema, names) or "-",
+                "id": r.schema_id,
+                "fields": fields,
+                "changes": changes,
+            }
+        )
         previous = r
     emit(
         args,
         {"subject": settings.subject, "versions": rows},
-        f"{settings.subject}:\n" + print_table(rows, ("version", "id", "fields", "changes")),
+        f"{settings.subject}:\n"
+        + print_table(rows, ("version", "file", "id", "fields", "changes")),
     )
     return EXIT_OK
 

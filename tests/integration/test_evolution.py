@@ -223,7 +223,7 @@ def test_transitive_rule_is_checked_against_every_version(topic_settings: Settin
         assert latest_only.is_compatible  # version 3 has no tag at all
         verdict = gate.check(candidate)
     assert not verdict.compatible
-    assert verdict.checked_against == ("version 1", "version 2", "version 3")
+    assert verdict.checked_against == ("version 1 (payment.v1.avsc)", "version 2", "version 3")
     assert verdict.problems == (
         (
             "field `tag` changed type [null, string] -> [null, int]: the new schema cannot read "
