@@ -1,4 +1,4 @@
-"""``paykafka schema check | register | versions | show | diff | compat``: schema governance.
+"""``paykafka schema check | register | versions | show | diff | compat | delete``: governance.
 
 The commands share the producer's gate (:class:`~paykafka._governance.SchemaGate`), so
 ``check`` prints exactly why a producer would refuse to start. Exit codes are part of the
@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 from paykafka import _compat
+from paykafka._admin import _UNKNOWN_TOPIC, TopicReader
 from paykafka._cli._common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -30,6 +31,7 @@ from paykafka._cli._common import (
 from paykafka._errors import (
     ConfigError,
     IncompatibleSchemaError,
+    KafkaError,
     RegistryUnavailableError,
     SchemaError,
     SubjectNotFoundError,
@@ -43,6 +45,7 @@ from paykafka._governance import (
 )
 from paykafka._registry import RegisteredSchema, RegistryClient
 from paykafka._schema import load_schema
+from paykafka._serde import EventDeserializer
 from paykafka._settings import Settings
 
 # An incompatible schema is the command failing at its one job.
@@ -125,6 +128,23 @@ def register(sub: Any) -> None:
     diff = command("diff", _diff, "field-level differences between two schemas")
     diff.add_argument("a", metavar="A", help="registry version (number or latest) or .avsc path")
     diff.add_argument("b", metavar="B", help="registry version (number or latest) or .avsc path")
+
+    delete = command(
+        "delete",
+        _delete,
+        "delete a registered version (soft; --permanent for good), refusing while events "
+        "written with it are still on the topic",
+    )
+    delete.add_argument("version", help="the version number to delete")
+    delete.add_argument(
+        "--permanent", action="store_true", help="delete for good (after the soft delete)"
+    )
+    delete.add_argument(
+        "--force",
+        action="store_true",
+        help="delete even though events written with it are still on the topic (they become "
+        "unreadable: unknown schema id)",
+    )
 
     compat = command("compat", _compat_level, "read, or set, the subject's compatibility level")
     compat.add_argument("level", nargs="?", choices=_compat.LEVELS, help="the level to set")
@@ -414,3 +434,68 @@ def _compat_level(args: argparse.Namespace) -> int:
         f"{subject}: {current} -> {level}",
     )
     return EXIT_OK
+
+
+# -- delete --------------------------------------------------------------------------------------
+
+
+def _delete(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    version = _version_arg(args.version)
+    if not isinstance(version, int):
+        raise ConfigError(
+            "name the version to delete by its number (see `paykafka schema versions`)"
+        )
+    subject = settings.subject
+    with RegistryClient(settings) as registry:
+        try:
+            found = registry.deleted_or_live_version(subject, version)
+        except SubjectNotFoundError:
+            known = registry.versions_or_empty(subject)
+            raise ConfigError(
+                f"{subject} has no version {version} (registered: "
+                f"{', '.join(map(str, known)) or 'none'})"
+            ) from None
+        count = events_written_with(settings, registry, found.schema_id)
+        on_topic = (
+            f"{count} event(s) on {settings.topic} were written with version {version} "
+            f"(id {found.schema_id})"
+        )
+        if count and not args.force:
+            return fail(
+                f"{on_topic}; deleting it would make them unreadable (unknown schema id, dead "
+                "letters). Wait until retention removes them, or pass --force",
+                EXIT_INCOMPATIBLE,
+            )
+        registry.delete_version(subject, version, permanent=args.permanent)
+    how = (
+        "permanently"
+        if args.permanent
+        else "soft (registering the same schema restores it; --permanent removes it for good)"
+    )
+    emit(
+        args,
+        {
+            "deleted": True,
+            "subject": subject,
+            "version": version,
+            "id": found.schema_id,
+            "permanent": args.permanent,
+            "events_on_topic": count,
+        },
+        f"deleted {subject} version {version} (id {found.schema_id}), {how}; {on_topic}",
+    )
+    return EXIT_OK
+
+
+def events_written_with(settings: Settings, registry: RegistryClient, schema_id: int) -> int:
+    """How many records on the topic carry ``schema_id`` in their frame (a full scan)."""
+    decoder = EventDeserializer(load_schema(settings.schema_path), registry.schema_by_id)
+    with TopicReader(settings, decoder) as reader:
+        try:
+            reader.open(from_beginning=True)
+        except KafkaError as exc:
+            if exc.code == _UNKNOWN_TOPIC:
+                return 0  # no topic, no events
+            raise
+        return sum(1 for view in reader.records(until_end=True) if view.schema_id == schema_id)
