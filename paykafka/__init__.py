@@ -34,7 +34,7 @@ from paykafka._errors import (
     SubjectNotFoundError,
     ValidationError,
 )
-from paykafka._event import PaymentEvent, PaymentMethod
+from paykafka._event import PaymentEvent, PaymentMethod, optional_fields
 from paykafka._producer import Delivery, DeliveryFuture, PaymentProducer, key_by_user
 from paykafka._registry import CompatibilityResult, RegisteredSchema, RegistryClient
 from paykafka._schema import PaymentSchema, load_schema
@@ -89,4 +89,5 @@ __all__ = [
     "__version__",
     "key_by_user",
     "load_schema",
+    "optional_fields",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Context, Decimal, InvalidOperation
 from typing import Any
@@ -21,7 +21,7 @@ import attrs
 from paykafka._currencies import MINOR_UNITS
 from paykafka._errors import ValidationError
 
-__all__ = ["PaymentEvent", "PaymentMethod"]
+__all__ = ["PaymentEvent", "PaymentMethod", "extra", "optional_fields"]
 
 # The schema's decimal(18, 4): at most 14 digits before the point.
 _MAX_INTEGER_DIGITS = 14
@@ -319,3 +319,38 @@ def _extra_value(attribute: attrs.Attribute[Any], value: Any) -> Any:
 
 # Decimal arithmetic on the fast path must not depend on the caller's thread context.
 _EXACT = Context(prec=40)
+
+
+def optional_fields(assignments: Iterable[str]) -> dict[str, Any]:
+    """``["note=rent"]`` -> ``{"note": "rent"}``: PaymentEvent's optional fields from text.
+
+    Why: command lines (``paykafka produce --set``, the examples) reach every optional field
+    of the schema this way, including ones a user adds later, without an option each. Names
+    are checked against the class and values converted to the field's type; the constructor
+    then validates them like any other value.
+    """
+    out: dict[str, Any] = {}
+    for item in assignments:
+        name, sep, text = item.partition("=")
+        attribute = next((a for a in _EXTRAS if a.name == name), None)
+        if not sep or attribute is None:
+            raise ValidationError(
+                name or item,
+                f"{item!r} does not set an optional field: write NAME=VALUE with NAME one of "
+                f"{', '.join(_EXTRA_NAMES)}",
+            )
+        out[name] = _from_text(name, attribute.metadata.get(_AVRO, ("string",)), text)
+    return out
+
+
+def _from_text(name: str, avro: tuple[str, ...], text: str) -> Any:
+    try:
+        if "boolean" in avro:
+            return {"true": True, "false": False}[text.lower()]
+        if "long" in avro:
+            return int(text)
+        if "double" in avro:
+            return float(text)
+    except (KeyError, ValueError):
+        raise ValidationError(name, f"{text!r} is not a {avro[-1]}") from None
+    return text

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from paykafka import PaymentEvent, PaymentMethod, ValidationError
 from paykafka._currencies import MINOR_UNITS
-from paykafka._event import extra
+from paykafka._event import extra, optional_fields
 
 
 def make(**kw: object) -> PaymentEvent:
@@ -194,3 +194,17 @@ def test_every_optional_field_round_trips_generically() -> None:
     optional = [a.name for a in attrs.fields(PaymentEvent) if a.default is None]
     assert set(optional) <= set(record)
     assert PaymentEvent.from_dict(record) == event
+
+
+def test_optional_fields_are_set_from_text_by_name() -> None:
+    """`--set note=rent` reaches any optional field; unknown names and bad text are refused."""
+    assert optional_fields(["note=rent"]) == {"note": "rent"}
+    assert optional_fields([]) == {}
+    with pytest.raises(ValidationError, match="NAME=VALUE with NAME one of note"):
+        optional_fields(["zz_not_a_field=1"])
+    with pytest.raises(ValidationError, match="NAME=VALUE"):
+        optional_fields(["note"])
+    event = PaymentEvent(
+        user="u", amount="1.00", currency="PLN", method="blik", **optional_fields(["note=a=b"])
+    )
+    assert event.note == "a=b"
