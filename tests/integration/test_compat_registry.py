@@ -184,3 +184,54 @@ def test_each_deliberate_difference_is_real(
     report = check(candidate, [("version 1", PAYMENT)], level)
     assert not report.compatible
     assert reason in {deliberate(p) for p in report.problems}
+
+
+def _enum_renamed_with_alias_elsewhere(s: dict[str, Any]) -> None:
+    enum = _field(s, "method")["type"]
+    enum["name"] = "Method"
+    enum["aliases"] = ["other.PaymentMethod"]
+
+
+def _field_matching_two(s: dict[str, Any]) -> None:
+    s["fields"] = [f for f in s["fields"] if f["name"] != "user"]
+    _field(s, "currency")["aliases"] = ["user"]  # the old schema has both
+
+
+def _record_default_lacking_a_field(s: dict[str, Any]) -> None:
+    s["fields"].append(
+        {
+            "name": "shop",
+            "type": {"type": "record", "name": "Shop", "fields": [{"name": "id", "type": "int"}]},
+            "default": {},
+        }
+    )
+
+
+def _union_listing_a_type_twice(s: dict[str, Any]) -> None:
+    _field(s, "note")["type"] = ["null", "string", "string"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "level", "reason"),
+    [
+        (_enum_renamed_with_alias_elsewhere, "BACKWARD", "field `method` renamed enum"),
+        (_field_matching_two, "BACKWARD", "field `currency` matches more than one field"),
+        (_record_default_lacking_a_field, "BACKWARD", "field `shop` has an invalid default"),
+        (_union_listing_a_type_twice, "BACKWARD", "field `note` has a union that lists string"),
+    ],
+)
+def test_the_reported_wrong_verdicts_now_agree_with_the_registry(
+    registry: RegistryClient, edit: Any, level: str, reason: str
+) -> None:
+    """Issue 12's classes 2-5 on payment.avsc: the registry refuses, and so does ours now (class
+    1, a logical type riding on a promotion, is a deliberate difference tested above)."""
+    candidate = _payment(edit)
+    subject = f"compat-diff-{uuid.uuid4().hex[:12]}-value"
+    try:
+        registry.set_compatibility("NONE", subject)
+        registry.register(subject, to_text(PAYMENT))
+        assert not _ask(registry, subject, to_text(candidate), level)
+    finally:
+        registry.delete_subject(subject, permanent=True)
+    report = check(candidate, [("version 1", PAYMENT)], level)
+    assert any(m.startswith(reason) for m in report.messages()), report.messages()
