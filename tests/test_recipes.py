@@ -2,9 +2,9 @@
 
 "Add an optional field" and "add a payment method" are applied exactly as README.md says (one
 schema edit, one declaration each, a new history file), then the tests those changes touch run
-in the copy (agreement, event, codec with its fast path, governance), the offline gate passes
-and the producer example's optional field is reachable from the command line. No stack is
-started: this proves the recipes are complete, not that Kafka works.
+in the copy (agreement, event, codec with its fast path, governance), the offline gate passes,
+the new field is type-checked and settable from text, and the quick serde benchmark runs. No
+stack is started: this proves the recipes are complete, not that Kafka works.
 """
 
 from __future__ import annotations
@@ -124,3 +124,20 @@ def test_add_a_field_and_a_method_as_the_readme_says(tmp_path: Path) -> None:
 
     tests = _run(project, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *TOUCHED)
     assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
+
+    # The quick serde benchmark still runs both directions there (ratios are its business).
+    bench = _run(
+        project,
+        "-m",
+        "benchmarks",
+        "--only",
+        "serde",
+        "--serde-n",
+        "200",
+        "--rounds",
+        "2",
+        "--json",
+    )
+    assert bench.returncode == 0, bench.stderr[-2000:]
+    rows = json.loads(bench.stdout)["rows"]
+    assert all(row["paykafka"] > 0 and row["ratio"] > 0 for row in rows)
