@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -27,7 +27,7 @@ from paykafka._governance import SchemaGate
 from paykafka._registry import RegistryClient
 from paykafka._schema import PaymentSchema, load_schema, require_agreement
 from paykafka._serde import EventSerializer
-from paykafka._settings import Settings
+from paykafka._settings import Settings, client_kafka_options
 
 __all__ = ["Delivery", "DeliveryFuture", "PaymentProducer", "key_by_user"]
 
@@ -152,6 +152,7 @@ class PaymentProducer:
         key: Callable[[PaymentEvent], str] = key_by_user,
         flush_timeout: float = 30.0,
         queue_timeout: float = 60.0,
+        kafka_options: Mapping[str, Any] | None = None,
         kafka_overrides: dict[str, Any] | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
@@ -161,7 +162,7 @@ class PaymentProducer:
         self._key = key
         self._flush_timeout = flush_timeout
         self._queue_timeout = queue_timeout
-        self._overrides = dict(kafka_overrides or {})
+        self._overrides = client_kafka_options(kafka_options, kafka_overrides, "PaymentProducer")
         self._producer: Producer | None = None
         self._serialize: EventSerializer | None = None
         self._pending: dict[int, DeliveryFuture] = {}

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from paykafka import ConfigError, StackError
+from paykafka._cli import build_parser, main
+from paykafka._cli._stack_cmd import _exports
 from paykafka._settings import DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_REGISTRY_URL
 from paykafka._stack import StackConfig
 from paykafka._stack._artifacts import _last_maven_error, _maven
@@ -283,3 +285,30 @@ def test_follow_yields_appended_lines(tmp_path: Path) -> None:
     with log.open("a") as out:
         out.write("new 1\nnew 2\npartial")
     assert [line for _, line in lines] == ["new 1", "new 2"]
+
+
+def test_status_of_a_stopped_stack_exits_3_as_its_help_says(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`stack status` on a stack that is not running exits 3, and --help documents it."""
+    assert main(["stack", "status", "--state-dir", str(tmp_path)]) == 3
+    assert "stopped" in capsys.readouterr().out
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    stack = sub.choices["stack"]  # type: ignore[index]
+    actions = next(a for a in stack._actions if a.dest == "stack_command")
+    status_help = actions.choices["status"].format_help()
+    assert "3 status: the stack is not" in " ".join(status_help.split())
+    up_help = " ".join(actions.choices["up"].format_help().split())
+    assert "controller of n --kafka-port + n - 1 + 1000" in up_help
+    assert "registry mgmt --registry-port + 1000" in up_help
+
+
+def test_up_prints_export_lines_only_on_moved_ports() -> None:
+    """On moved ports `stack up` prints the two export lines clients need; not on defaults."""
+    moved = StackConfig.from_env({}, kafka_port=24492, registry_port=24481)
+    lines = _exports(moved, moved.bootstrap_servers, moved.registry_url)
+    assert "  export PAYKAFKA_BOOTSTRAP_SERVERS=localhost:24492" in lines
+    assert "  export PAYKAFKA_REGISTRY_URL=http://localhost:24481/apis/ccompat/v7" in lines
+    default = StackConfig.from_env({})
+    assert _exports(default, default.bootstrap_servers, default.registry_url) == []

@@ -22,6 +22,8 @@ def check_event() -> None:
     assert_type(event.method, paykafka.PaymentMethod)
     assert_type(event.timestamp, datetime)
     assert_type(event.to_json(), str)
+    assert_type(paykafka.minor_units(event.currency), int)
+    assert_type(paykafka.currencies(), frozenset[str])
     assert_type(paykafka.PaymentEvent.from_dict(event.to_dict()), paykafka.PaymentEvent)
 
 
