@@ -405,6 +405,7 @@ class Break:
     kind: _Kind
     reader: str = ""
     writer: str = ""
+    #: Enum symbols the reader lacks; for an ambiguous field, the writer fields it matches.
     symbols: tuple[str, ...] = ()
     #: For a field missing on one side: same-typed fields only on the other side (renames?).
     renamed_from: tuple[str, ...] = ()
