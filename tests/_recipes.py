@@ -17,18 +17,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def copy_project(target: Path) -> Path:
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    for name in listed:
-        source = ROOT / name
-        if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
+    """The project's sources, tests, schemas, examples and benchmarks: no venv, caches or VCS."""
+    shutil.copytree(
+        ROOT,
+        target,
+        ignore=shutil.ignore_patterns(
+            ".venv",
+            ".git",
+            "*_cache",
+            ".hypothesis",
+            "__pycache__",
+            ".paykafka",
+            "dist",
+            "build",
+        ),
+    )
     return target
 
 
