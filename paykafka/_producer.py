@@ -31,7 +31,7 @@ from paykafka._errors import (
 from paykafka._event import PaymentEvent
 from paykafka._governance import SchemaGate
 from paykafka._registry import RegistryClient
-from paykafka._schema import PaymentSchema, load_schema
+from paykafka._schema import PaymentSchema, load_schema, require_agreement
 from paykafka._security import SecurityWatch, client_creation_error
 from paykafka._serde import EventSerializer
 from paykafka._settings import Settings, client_kafka_options
@@ -208,6 +208,7 @@ class _ProducerBase:
         missing (``create_topic``), then make the librdkafka producer. Blocks on the registry
         and the admin API: the async face runs it in a worker thread."""
         schema = self._schema or load_schema(self.settings.schema_path)
+        require_agreement(schema)
         self._schema = schema
         if self._registry is None:
             self._registry = RegistryClient(self.settings)

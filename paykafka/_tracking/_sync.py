@@ -35,7 +35,7 @@ from paykafka._dlq import DeadLetterWriter
 from paykafka._errors import DecodeError, KafkaError, PayKafkaError
 from paykafka._event import PaymentEvent
 from paykafka._registry import RegistryClient
-from paykafka._schema import load_schema
+from paykafka._schema import load_schema, require_agreement
 from paykafka._serde import EventDeserializer
 from paykafka._tracking._base import Decoded, TrackedEvent, TrackerBase
 from paykafka._tracking._core import Verdict, Work
@@ -122,6 +122,7 @@ class PaymentTracker(TrackerBase):
         if self._consumer is not None:
             return self
         schema = self._schema or load_schema(self.settings.schema_path)
+        require_agreement(schema)
         if self._registry is None:
             self._registry = RegistryClient(self.settings)
         self._decode = EventDeserializer(schema, self._registry.schema_by_id)

@@ -32,7 +32,7 @@ from paykafka._dlq import DeadLetterWriter
 from paykafka._errors import DecodeError, KafkaError, PayKafkaError
 from paykafka._event import PaymentEvent
 from paykafka._registry import RegistryClient
-from paykafka._schema import load_schema
+from paykafka._schema import load_schema, require_agreement
 from paykafka._security import SecurityWatch, client_creation_error
 from paykafka._serde import EventDeserializer
 from paykafka._tracking import TrackedEvent, TrackerBase, Verdict, Work
@@ -98,6 +98,7 @@ class AsyncPaymentTracker(TrackerBase):
         schema = self._schema
         if schema is None:
             schema = await asyncio.to_thread(load_schema, self.settings.schema_path)
+        require_agreement(schema)  # the schema and PaymentEvent must agree, as for every client
         if self._registry is None:
             self._registry = RegistryClient(self.settings)
         self._decode = EventDeserializer(schema, self._registry.schema_by_id)
