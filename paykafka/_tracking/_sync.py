@@ -329,20 +329,34 @@ class PaymentTracker(TrackerBase):
             raise state.failures[0]
         return core.handled_count - start
 
-    def _run_inline(
+    def _run_inline(  # noqa: PLR0912, PLR0915 - the hot loop, inlined on purpose (benchmarks/)
         self, consumer: Consumer, handler: Callable[[PaymentEvent], object], state: _Run
     ) -> None:
-        """One at a time, in the calling thread (the keeper serves the consumer meanwhile)."""
+        """One at a time, in the calling thread (the keeper serves the consumer meanwhile).
+
+        The hot loop: one lock per record (reporting the last one and taking the next
+        together) and the decode inlined; every failure takes the general path."""
         core = self._core
         cond = self._cond
         stop = self._stop
         monotonic = time.monotonic
+        decode = self._decoder().decode
         limit = state.limit
+        done: Work[Any] | None = None
         while not stop.is_set():
             now = monotonic()
             with cond:
-                room = limit is None or self._events_finished() < limit
-                work = core.next_work(now) if room else None
+                if done is not None:
+                    core.handled(done)
+                    done = None
+                    if self._revoking:
+                        cond.notify_all()
+                if limit is None or (
+                    core.handled_count + core.dead_lettered_count - self._undecodable < limit
+                ):
+                    work = core.next_work(now)
+                else:
+                    work = None
                 due = core.commit_due(now)
             if due:
                 self._commit(consumer)
@@ -352,17 +366,29 @@ class PaymentTracker(TrackerBase):
                 continue
             self._busy_since = now
             try:
-                done = self._handle(handler, work)
+                value = work.value
+                if value is None:
+                    try:
+                        value = work.value = decode(work.record.value())
+                    except Exception:  # noqa: BLE001 - the general path decides what it means
+                        value = self._decoded(work)
+                if value is not None:
+                    try:
+                        handler(value[1])  # type: ignore[index]
+                    except Exception as exc:  # noqa: BLE001 - the core decides what it means
+                        self._handler_failed(work, value, exc)  # type: ignore[arg-type]
+                    else:
+                        done = work
             except BaseException as exc:  # noqa: BLE001 - re-raised by run()
+                with cond:
+                    core.release(work)
                 state.failures.append(exc)
                 return
             finally:
                 self._busy_since = None
-            if done:
-                with cond:
-                    core.handled(work)
-                    if self._revoking:
-                        cond.notify_all()
+        if done is not None:
+            with cond:
+                core.handled(done)
 
     def _run_workers(
         self, consumer: Consumer, handler: Callable[[PaymentEvent], object], state: _Run
@@ -467,25 +493,29 @@ class PaymentTracker(TrackerBase):
             return False
         try:
             handler(decoded[1])
-        except Exception as exc:
-            with self._cond:
-                verdict = self._core.handler_failed(
-                    work, time.monotonic(), stopping=self._stop.is_set()
-                )
-                self._cond.notify_all()
-            self._log_handler_verdict(work, exc, verdict)
-            if verdict is Verdict.DEAD_LETTER:
-                self._dead_letter(
-                    work, "handler_failed", f"{type(exc).__name__}: {exc}", decoded[0], exc
-                )
-            elif verdict is Verdict.RAISE:
-                raise
+        except Exception as exc:  # noqa: BLE001 - the core decides what it means
+            self._handler_failed(work, decoded, exc)
             return False
         except BaseException:
             with self._cond:
                 self._core.release(work)
             raise
         return True
+
+    def _handler_failed(self, work: Work[Any], decoded: Decoded, exc: Exception) -> None:
+        """Carry out the core's verdict on a failed handler; raises when it says so."""
+        with self._cond:
+            verdict = self._core.handler_failed(
+                work, time.monotonic(), stopping=self._stop.is_set()
+            )
+            self._cond.notify_all()
+        self._log_handler_verdict(work, exc, verdict)
+        if verdict is Verdict.DEAD_LETTER:
+            self._dead_letter(
+                work, "handler_failed", f"{type(exc).__name__}: {exc}", decoded[0], exc
+            )
+        elif verdict is Verdict.RAISE:
+            raise exc
 
     def _drain(self, consumer: Consumer, workers: list[threading.Thread]) -> None:
         """Wait for the workers to finish what is in flight, serving the consumer meanwhile
