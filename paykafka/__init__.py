@@ -44,7 +44,7 @@ from paykafka._errors import (
     TlsError,
     ValidationError,
 )
-from paykafka._event import PaymentEvent, PaymentMethod
+from paykafka._event import PaymentEvent, PaymentMethod, optional_fields
 from paykafka._exactly_once import (
     Inbox,
     InboxOutcome,
@@ -126,4 +126,5 @@ __all__ = [
     "key_by_user",
     "load_schema",
     "minor_units",
+    "optional_fields",
 ]

@@ -31,7 +31,7 @@ from paykafka._errors import (
 from paykafka._event import PaymentEvent
 from paykafka._governance import SchemaGate
 from paykafka._registry import RegistryClient
-from paykafka._schema import PaymentSchema, load_schema
+from paykafka._schema import PaymentSchema, load_schema, require_agreement
 from paykafka._security import SecurityWatch, client_creation_error
 from paykafka._serde import EventSerializer
 from paykafka._settings import Settings, client_kafka_options
@@ -190,6 +190,7 @@ class _ProducerBase:
         # Queued events awaiting their report, and failures not yet looked at.
         self._pending: dict[int, DeliveryFuture] = {}
         self._unreported: list[DeliveryFuture] = []
+        # What the cluster refused (login, TLS, ACL): once refused, refused for every event.
         self._watch = SecurityWatch(self.settings)
         self._refusal: AuthorizationError | None = None
         self._init_face()
@@ -207,6 +208,7 @@ class _ProducerBase:
         missing (``create_topic``), then make the librdkafka producer. Blocks on the registry
         and the admin API: the async face runs it in a worker thread."""
         schema = self._schema or load_schema(self.settings.schema_path)
+        require_agreement(schema)
         self._schema = schema
         if self._registry is None:
             self._registry = RegistryClient(self.settings)
@@ -237,6 +239,8 @@ class _ProducerBase:
     def _encode(self, event: PaymentEvent) -> tuple[bytes, bytes]:
         """The record's value and key; raises before anything is queued."""
         serialize = self._started()[1]
+        if self._watch.error is not None:  # refused once, refused for every event
+            raise self._watch.error
         if not isinstance(event, PaymentEvent):
             raise TypeError(f"send() takes a PaymentEvent, got {type(event).__name__}")
         return serialize(event), self._key(event).encode()
@@ -295,23 +299,41 @@ class _ProducerBase:
         log.warning("%s", error, extra={"payment_id": str(event.payment_id)})
         return error
 
-    def _undelivered_error(self, *, still_queued: bool) -> DeliveryError | None:
+    def _undelivered_error(self, *, still_queued: bool) -> PayKafkaError | None:
         """The error a flush raises: failures nobody looked at, then (``still_queued``, the
-        deadline passed) every event still waiting for its report."""
+        deadline passed) every event still waiting for its report. A refusal by the cluster
+        (ACL, login, TLS) wins: it says what to fix, with every event it cost."""
         undelivered = [(f.event, str(f._error)) for f in self._unreported if not f._observed]
         self._unreported.clear()
-        still = [f.event for f in self._pending.values()] if still_queued else []
-        if still:
+        refused = self._refusal
+        if refused is not None:
+            self._refusal = None
+            undelivered.extend((f.event, str(refused)) for f in self._pending.values())
+            return AuthorizationError(
+                f"{refused}; {len(undelivered)} payment event(s) not delivered",
+                resource_type=refused.resource_type,
+                resource=refused.resource,
+                operation=refused.operation,
+                code=refused.code,
+                undelivered=undelivered,
+            )
+        if still_queued and self._watch.error is not None:
+            return self._watch.error
+        if still_queued:
             reason = f"still queued at the flush deadline ({self._last_error or 'no error seen'})"
-            undelivered.extend((event, reason) for event in still)
+            undelivered.extend((f.event, reason) for f in self._pending.values())
         if not undelivered:
             return None
         return DeliveryError(
             f"{len(undelivered)} payment event(s) not delivered to "
             f"{self.settings.topic}: {undelivered[0][1]}",
             undelivered,
-            retriable=bool(still),
+            retriable=still_queued,
         )
+
+    def _refused(self) -> bool:
+        """The cluster refused us: waiting longer for deliveries is pointless."""
+        return self._watch.error is not None or self._refusal is not None
 
     def _poll(self, timeout: float) -> None:
         if self._producer is not None:
@@ -328,25 +350,6 @@ class _ProducerBase:
             self._refusal = refused
         future._settle(None, self._failed_error(future.event, err))
         self._unreported.append(future)
-
-    def _refused_flush_error(self) -> PayKafkaError | None:
-        """What a flush raises when the cluster refused us: an ACL refusal (with every event
-        not delivered), or the login / TLS refusal seen while events were still queued."""
-        refused = self._refusal
-        if refused is None:
-            return None
-        self._refusal = None
-        undelivered = [(f.event, str(f._error)) for f in self._unreported if not f._observed]
-        self._unreported.clear()
-        undelivered.extend((f.event, str(refused)) for f in self._pending.values())
-        return AuthorizationError(
-            f"{refused}; {len(undelivered)} payment event(s) not delivered",
-            resource_type=refused.resource_type,
-            resource=refused.resource,
-            operation=refused.operation,
-            code=refused.code,
-            undelivered=undelivered,
-        )
 
     def _on_error(self, err: Any) -> None:
         self._last_error = err.str()
@@ -426,8 +429,6 @@ class PaymentProducer(_ProducerBase):
         ``queue_timeout`` seconds: back-pressure, never a silent drop.
         """
         producer = self._started()[0]
-        if self._watch.error is not None:  # refused once, refused for every event
-            raise self._watch.error
         value, key = self._encode(event)
         future = DeliveryFuture(event, self)
         if on_delivery is not None:
@@ -463,11 +464,6 @@ class PaymentProducer(_ProducerBase):
         """
         producer = self._started()[0]
         left = self._flush_watched(producer, timeout)
-        refused = self._refused_flush_error()
-        if refused is not None:
-            raise refused
-        if left and self._watch.error is not None:
-            raise self._watch.error
         error = self._undelivered_error(still_queued=bool(left))
         if error is not None:
             raise error
@@ -479,7 +475,7 @@ class PaymentProducer(_ProducerBase):
         while True:
             left_time = _FLUSH_SLICE if deadline is None else deadline - time.monotonic()
             left = int(producer.flush(max(0.0, min(_FLUSH_SLICE, left_time))))
-            if not left or self._watch.error is not None or self._refusal is not None:
+            if not left or self._refused():
                 return left
             if deadline is not None and time.monotonic() >= deadline:
                 return left

@@ -59,10 +59,11 @@ Committing and flow control::
 
 Ordering: records with the same key in one partition are handed out strictly in offset order,
 one at a time; records of different keys may be in flight together, at most ``concurrency`` of
-them. Among the keys that are ready, the one whose next record was fetched first goes first,
-so with ``concurrency=1`` and no retries records are handed out in fetch order. A record
-waiting for a retry holds back only later records of its own key. Records without a key share
-one key per partition (they keep partition order).
+them. Among the keys that are ready, the one whose next record was fetched first goes first.
+A record waiting for a retry holds back only later records of its own key. Records without a
+key share one key per partition (they keep partition order). With ``concurrency=1`` the core
+is sequential: records are handed out strictly in fetch order, and a record waiting for a
+retry holds back everything behind it (the sequential tracker's behaviour, at its speed).
 
 The record type is the shell's (confluent-kafka's ``Message`` fits): the core only calls
 ``topic()``, ``partition()``, ``offset()`` and ``key()`` on it, once, in :meth:`fetched`.
@@ -74,7 +75,7 @@ import enum
 import heapq
 from collections import deque
 from collections.abc import Iterable
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
 
@@ -138,9 +139,23 @@ class Work(Generic[R]):
     """One record handed out. ``value`` is the shell's to keep (e.g. the decoded event), so a
     retried record is not decoded twice; ``attempts`` counts failed attempts so far."""
 
-    __slots__ = ("_lane", "_state", "alive", "attempts", "key", "offset", "record", "seq", "value")
+    __slots__ = (
+        "_lane",
+        "_part",
+        "_state",
+        "alive",
+        "attempts",
+        "key",
+        "not_before",
+        "offset",
+        "record",
+        "seq",
+        "value",
+    )
 
-    def __init__(self, record: R, offset: int, key: object, seq: int, lane: _Lane[R]) -> None:
+    def __init__(  # noqa: PLR0917 - built once per record: positional is cheapest
+        self, record: R, offset: int, key: object, seq: int, part: _Partition[R], lane: Any
+    ) -> None:
         self.record = record
         self.offset = offset
         self.key = key
@@ -150,15 +165,18 @@ class Work(Generic[R]):
         #: False once its partition was revoked or lost: completing it changes nothing.
         self.alive = True
         self._state = _PENDING
-        self._lane = lane
+        self._part = part
+        #: Its key's lane; None in sequential mode (concurrency=1), which has no lanes.
+        self._lane: _Lane[R] | None = lane
+        self.not_before = 0.0
 
     @property
     def topic(self) -> str:
-        return self._lane.part.topic
+        return self._part.topic
 
     @property
     def partition(self) -> int:
-        return self._lane.part.partition
+        return self._part.partition
 
     def __repr__(self) -> str:
         return f"Work({self.topic}[{self.partition}]@{self.offset}, key={self.key!r})"
@@ -219,6 +237,10 @@ class TrackerCore(Generic[R]):
         self._ready: list[tuple[int, _Lane[R]]] = []
         # Lanes whose head waits for a retry: (not_before, seq, lane).
         self._delayed: list[tuple[float, int, _Lane[R]]] = []
+        # Sequential mode (concurrency=1): one queue in fetch order, no lanes, no heaps; a
+        # retry holds back everything behind it, as a sequential tracker does.
+        self._sequential = self.policy.concurrency == 1
+        self._fifo: deque[Work[R]] = deque()
         self._seq = 0
         self._in_flight = 0
         self._held = 0
@@ -281,6 +303,7 @@ class TrackerCore(Generic[R]):
         part: _Partition[R] | None = None
         seq = self._seq
         held = 0
+        fifo = self._fifo if self._sequential else None
         for record in records:
             tp = (record.topic() or "", record.partition() or 0)
             if tp != last_tp:
@@ -297,14 +320,19 @@ class TrackerCore(Generic[R]):
             part.next_offset = offset + 1
             part.at_end = False
             key = record.key()
+            seq += 1
+            held += 1
+            if fifo is not None:
+                work = Work(record, offset, key, seq, part, None)
+                part.records.append(work)
+                fifo.append(work)
+                continue
             lane = part.lanes.get(key)
             if lane is None:
                 lane = part.lanes[key] = _Lane(part, key)
-            seq += 1
-            work = Work(record, offset, key, seq, lane)
+            work = Work(record, offset, key, seq, part, lane)
             part.records.append(work)
             lane.items.append(work)
-            held += 1
             if len(lane.items) == 1:
                 heapq.heappush(ready, (seq, lane))
         self._seq = seq
@@ -351,6 +379,8 @@ class TrackerCore(Generic[R]):
         """The next record to handle (now in flight), or None."""
         if self._in_flight >= self.policy.concurrency:
             return None
+        if self._sequential:
+            return self._next_in_order(now)
         delayed = self._delayed
         while delayed and delayed[0][0] <= now:
             _, seq, lane = heapq.heappop(delayed)
@@ -374,13 +404,38 @@ class TrackerCore(Generic[R]):
             return work
         return None
 
+    def _next_in_order(self, now: float) -> Work[R] | None:
+        fifo = self._fifo
+        while fifo:
+            work = fifo[0]
+            if not work.alive or work._state == _DONE or work._part.revoking:
+                fifo.popleft()
+                continue
+            if work._state != _PENDING or work.not_before > now:
+                return None
+            work._state = _IN_FLIGHT
+            self._in_flight += 1
+            return work
+        return None
+
     def next_deadline(self) -> float | None:
         """When the earliest retry becomes due (a shell may sleep until then), or None."""
+        if self._sequential:
+            fifo = self._fifo
+            head = fifo[0] if fifo else None
+            if head is not None and head.alive and head.not_before > 0.0:
+                return head.not_before
+            return None
         return self._delayed[0][0] if self._delayed else None
 
     def has_ready(self, now: float) -> bool:
         """Whether :meth:`next_work` would hand something out now (cheap pre-check)."""
         if self._in_flight >= self.policy.concurrency:
+            return False
+        if self._sequential:
+            for w in self._fifo:
+                if w.alive and w._state != _DONE and not w._part.revoking:
+                    return w._state == _PENDING and w.not_before <= now
             return False
         return bool(self._ready) or bool(self._delayed and self._delayed[0][0] <= now)
 
@@ -424,7 +479,10 @@ class TrackerCore(Generic[R]):
         self._in_flight -= 1
         if not work.alive:
             return
+        work.not_before = not_before
         lane = work._lane
+        if lane is None:
+            return  # sequential: it is still at the head of the queue
         lane.not_before = not_before
         if not_before > 0.0:
             heapq.heappush(self._delayed, (not_before, work.seq, lane))
@@ -540,6 +598,11 @@ class TrackerCore(Generic[R]):
         self._held -= 1
         self._full_since = None  # progress: the buffer is not stuck
         lane = work._lane
+        if lane is None:
+            fifo = self._fifo
+            if fifo and fifo[0] is work:
+                fifo.popleft()
+            return True
         items = lane.items
         items.popleft()  # the head: only the head of a lane is ever in flight
         lane.not_before = 0.0

@@ -44,7 +44,7 @@ from paykafka._errors import (
 from paykafka._event import PaymentEvent
 from paykafka._exactly_once import Inbox, InboxOutcome
 from paykafka._registry import RegistryClient
-from paykafka._schema import load_schema
+from paykafka._schema import load_schema, require_agreement
 from paykafka._security import client_creation_error
 from paykafka._serde import EventDeserializer
 from paykafka._tracking._base import Decoded, TrackedEvent, TrackerBase
@@ -138,6 +138,7 @@ class PaymentTracker(TrackerBase):
         if self._consumer is not None:
             return self
         schema = self._schema or load_schema(self.settings.schema_path)
+        require_agreement(schema)
         if self._registry is None:
             self._registry = RegistryClient(self.settings)
         self._decode = EventDeserializer(schema, self._registry.schema_by_id)
@@ -346,7 +347,7 @@ class PaymentTracker(TrackerBase):
         limit = None if max_events is None else finished + max_events
         state = _Run(limit, idle_timeout, stop_at_end, finished)
         try:
-            if self.policy.concurrency == 1:
+            if self.policy.concurrency == 1 and self._inbox is None:
                 self._run_inline(consumer, handler, state)
             else:
                 self._run_workers(consumer, handler, state)
@@ -357,18 +358,34 @@ class PaymentTracker(TrackerBase):
             raise state.failures[0]
         return core.handled_count - start
 
-    def _run_inline(self, consumer: Consumer, handler: Callable[..., object], state: _Run) -> None:
-        """One at a time, in the calling thread (the keeper serves the consumer meanwhile)."""
+    def _run_inline(  # noqa: PLR0912, PLR0915 - the hot loop, inlined on purpose (benchmarks/)
+        self, consumer: Consumer, handler: Callable[[PaymentEvent], object], state: _Run
+    ) -> None:
+        """One at a time, in the calling thread (the keeper serves the consumer meanwhile).
+
+        The hot loop: one lock per record (reporting the last one and taking the next
+        together) and the decode inlined; every failure takes the general path."""
         core = self._core
         cond = self._cond
         stop = self._stop
         monotonic = time.monotonic
+        decode = self._decoder().decode
         limit = state.limit
+        done: Work[Any] | None = None
         while not stop.is_set():
             now = monotonic()
             with cond:
-                room = limit is None or self._events_finished() < limit
-                work = core.next_work(now) if room else None
+                if done is not None:
+                    core.handled(done)
+                    done = None
+                    if self._revoking:
+                        cond.notify_all()
+                if limit is None or (
+                    core.handled_count + core.dead_lettered_count - self._undecodable < limit
+                ):
+                    work = core.next_work(now)
+                else:
+                    work = None
                 due = core.commit_due(now)
             if due:
                 self._commit(consumer)
@@ -378,17 +395,29 @@ class PaymentTracker(TrackerBase):
                 continue
             self._busy_since = now
             try:
-                done = self._handle(handler, work)
+                value = work.value
+                if value is None:
+                    try:
+                        value = work.value = decode(work.record.value())
+                    except Exception:  # noqa: BLE001 - the general path decides what it means
+                        value = self._decoded(work)
+                if value is not None:
+                    try:
+                        handler(value[1])  # type: ignore[index]
+                    except Exception as exc:  # noqa: BLE001 - the core decides what it means
+                        self._handler_failed(work, value, exc)  # type: ignore[arg-type]
+                    else:
+                        done = work
             except BaseException as exc:  # noqa: BLE001 - re-raised by run()
+                with cond:
+                    core.release(work)
                 state.failures.append(exc)
                 return
             finally:
                 self._busy_since = None
-            if done:
-                with cond:
-                    core.handled(work)
-                    if self._revoking:
-                        cond.notify_all()
+        if done is not None:
+            with cond:
+                core.handled(done)
 
     def _run_workers(self, consumer: Consumer, handler: Callable[..., object], state: _Run) -> None:
         """``concurrency`` worker threads handle; this thread serves the consumer."""
@@ -501,7 +530,8 @@ class PaymentTracker(TrackerBase):
                 outcome = inbox.apply(decoded[1], handler)
         except DatabaseError as exc:
             if not exc.retriable:
-                return self._failed(work, decoded, exc)
+                self._handler_failed(work, decoded, exc)
+                return False
             with self._cond:
                 verdict = self._core.unavailable(
                     work, time.monotonic(), stopping=self._stop.is_set()
@@ -509,8 +539,9 @@ class PaymentTracker(TrackerBase):
                 self._cond.notify_all()
             self._log_unavailable_verdict(work, exc, verdict)
             return False
-        except Exception as exc:  # noqa: BLE001 - any handler error goes to the retry policy
-            return self._failed(work, decoded, exc)
+        except Exception as exc:  # noqa: BLE001 - the core decides what it means
+            self._handler_failed(work, decoded, exc)
+            return False
         except BaseException:
             with self._cond:
                 self._core.release(work)
@@ -529,11 +560,12 @@ class PaymentTracker(TrackerBase):
             raise ConflictingDuplicateError(str(decoded[1].payment_id))
         return False
 
-    def _failed(self, work: Work[Any], decoded: Decoded, exc: Exception) -> bool:
-        """The handler raised: the core's retry rules decide. Returns False (not handled)."""
+    def _handler_failed(self, work: Work[Any], decoded: Decoded, exc: Exception) -> None:
+        """Carry out the core's verdict on a failed handler; raises when it says so."""
         with self._cond:
-            stopping = self._stop.is_set()
-            verdict = self._core.handler_failed(work, time.monotonic(), stopping=stopping)
+            verdict = self._core.handler_failed(
+                work, time.monotonic(), stopping=self._stop.is_set()
+            )
             self._cond.notify_all()
         self._log_handler_verdict(work, exc, verdict)
         if verdict is Verdict.DEAD_LETTER:
@@ -542,7 +574,6 @@ class PaymentTracker(TrackerBase):
             )
         elif verdict is Verdict.RAISE:
             raise exc
-        return False
 
     def _drain(self, consumer: Consumer, workers: list[threading.Thread]) -> None:
         """Wait for the workers to finish what is in flight, serving the consumer meanwhile

@@ -168,8 +168,6 @@ class AsyncPaymentProducer(_ProducerBase):
         seconds of a full queue.
         """
         producer = self._started()[0]
-        if self._watch.error is not None:  # refused once, refused for every event
-            raise self._watch.error
         value, key = self._encode(event)
         task = DeliveryTask(event, self)
         deadline: float | None = None
@@ -206,18 +204,14 @@ class AsyncPaymentProducer(_ProducerBase):
         """
         producer = self._started()[0]
         deadline = None if timeout is None else time.monotonic() + timeout
-        watch = self._watch
-        while self._pending and (deadline is None or time.monotonic() < deadline):
+        while (
+            self._pending
+            and not self._refused()
+            and (deadline is None or time.monotonic() < deadline)
+        ):
             producer.flush(0)  # sends what lingers now, serves the reports there are
-            if watch.error is not None or self._refusal is not None:
-                break  # refused (login, TLS, ACL): waiting longer cannot help
             if self._pending:
                 await asyncio.sleep(_SERVE_INTERVAL)
-        refused = self._refused_flush_error()
-        if refused is not None:
-            raise refused
-        if self._pending and watch.error is not None:
-            raise watch.error
         error = self._undelivered_error(still_queued=bool(self._pending))
         if error is not None:
             raise error

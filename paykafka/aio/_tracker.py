@@ -41,7 +41,7 @@ from paykafka._errors import (
 from paykafka._event import PaymentEvent
 from paykafka._exactly_once import AsyncInbox, InboxOutcome
 from paykafka._registry import RegistryClient
-from paykafka._schema import load_schema
+from paykafka._schema import load_schema, require_agreement
 from paykafka._security import client_creation_error
 from paykafka._serde import EventDeserializer
 from paykafka._tracking import TrackedEvent, TrackerBase, Verdict, Work
@@ -110,6 +110,7 @@ class AsyncPaymentTracker(TrackerBase):
         schema = self._schema
         if schema is None:
             schema = await asyncio.to_thread(load_schema, self.settings.schema_path)
+        require_agreement(schema)  # the schema and PaymentEvent must agree, as for every client
         if self._registry is None:
             self._registry = RegistryClient(self.settings)
         self._decode = EventDeserializer(schema, self._registry.schema_by_id)
@@ -625,8 +626,14 @@ class AsyncPaymentTracker(TrackerBase):
         log.warning("consumer: %s", err.str(), extra={"code": err.name()})
 
     def _on_error(self, err: Any) -> None:
-        if not self._refused(err):
-            log.warning("consumer: %s", err.str())
+        first = self._watch.error is None
+        if self._watch.observe(err):
+            if first:  # librdkafka repeats it on every reconnect: one line is enough
+                log.error("tracker refused: %s", self._watch.error)
+                assert self._watch.error is not None
+                self._fail(self._watch.error)
+            return
+        log.warning("consumer: %s", err.str())
 
     @staticmethod
     def _commit_now(consumer: Consumer, offsets: dict[tuple[str, int], int]) -> None:

@@ -7,11 +7,12 @@ from decimal import Decimal
 from typing import Any
 
 import attrs
+import pytest
 from confluent_kafka import KafkaError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from paykafka import PaymentEvent, Settings
+from paykafka import AuthorizationError, PaymentEvent, Settings
 from paykafka.aio import AsyncPaymentTracker
 
 # A frame header whose schema id the tracker is told it knows (so it decodes on the loop).
@@ -24,7 +25,7 @@ class Msg:
     def __init__(self, offset: int, *, eof: bool = False, key: str = "marek") -> None:
         self._offset = offset
         self._key = key
-        self._error = KafkaError(KafkaError._PARTITION_EOF) if eof else None
+        self._error: Any = KafkaError(KafkaError._PARTITION_EOF) if eof else None
 
     def topic(self) -> str:
         return "payments"
@@ -149,3 +150,34 @@ def test_random_delays_keep_each_keys_order_and_the_limit(
     assert peak <= concurrency
     for key, offsets in seen.items():
         assert offsets == [i for i, k in enumerate(keys) if k == key]
+
+
+class Refused:
+    """A broker's refusal as confluent-kafka reports it on a record."""
+
+    def code(self) -> int:
+        return 29
+
+    def name(self) -> str:
+        return "TOPIC_AUTHORIZATION_FAILED"
+
+    def str(self) -> str:
+        return "Broker: Topic authorization failed"
+
+    def fatal(self) -> bool:
+        return False
+
+
+def test_a_refused_read_is_raised_by_run_not_waited_out() -> None:
+    """An ACL refusal on the topic ends run() with AuthorizationError naming topic and READ."""
+    refused = Msg(0)
+    refused._error = Refused()
+    tracker = tracker_over(Consumer([refused]))
+
+    async def handler(_event: PaymentEvent) -> None:
+        raise AssertionError("nothing may be handled")
+
+    with pytest.raises(AuthorizationError) as info:
+        asyncio.run(tracker.run(handler, handle_signals=False, idle_timeout=30))
+    assert info.value.operation == "READ"
+    assert info.value.resource == "payments"

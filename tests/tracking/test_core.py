@@ -136,7 +136,7 @@ def test_failed_commit_is_offered_again() -> None:
 
 def test_retry_holds_back_only_its_own_key() -> None:
     """A failing record waits out its backoff; its key's later records wait, others run."""
-    c = core(concurrency=1, retry_backoff=1.0, handler_retries=2)
+    c = core(concurrency=2, retry_backoff=1.0, handler_retries=2)
     c.fetched(recs(0, "aab"))
     a0 = c.next_work(0.0)
     assert a0 is not None
@@ -507,7 +507,25 @@ class Interleavings(RuleBasedStateMachine):
             assert offsets == sorted(offsets)
 
 
+class SequentialInterleavings(Interleavings):
+    """The same promises with concurrency=1 (the core's sequential mode)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.policy = Policy(
+            concurrency=1, max_buffered=6, handler_retries=1, retry_backoff=1.0, max_backoff=1.0
+        )
+        self.core = TrackerCore(self.policy)
+
+
 TestInterleavings = Interleavings.TestCase
+TestSequentialInterleavings = SequentialInterleavings.TestCase
+TestSequentialInterleavings.settings = settings(
+    max_examples=100,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 TestInterleavings.settings = settings(
     max_examples=200,
     stateful_step_count=40,
@@ -659,16 +677,38 @@ def test_a_delayed_key_does_not_block_a_ready_one_behind_it() -> None:
 
 def test_has_ready_says_whether_next_work_would_hand_out() -> None:
     """has_ready is the cheap pre-check of next_work: ready records, room, due retries."""
-    c = core(concurrency=1, retry_backoff=2.0)
+    c = core(concurrency=2, retry_backoff=2.0)
     assert not c.has_ready(0.0)
     c.fetched(recs(0, "ab"))
     assert c.has_ready(0.0)
-    a = c.next_work(0.0)
-    assert a is not None
+    a, b = drain(c)
     assert not c.has_ready(0.0)  # concurrency reached
     assert c.handler_failed(a, 0.0) is Verdict.RETRY
-    b = c.next_work(0.0)
-    assert b is not None
     c.handled(b)
     assert not c.has_ready(1.0)  # only a retry, not yet due
     assert c.has_ready(2.0)
+
+
+def test_sequential_mode_keeps_fetch_order_even_through_retries() -> None:
+    """concurrency=1: strictly fetch order; a retry holds back everything behind it."""
+    c = core(concurrency=1, retry_backoff=2.0)
+    c.fetched(recs(0, "ab") + recs(1, "c"))
+    a = c.next_work(0.0)
+    assert a is not None
+    assert c.handler_failed(a, 0.0) is Verdict.RETRY
+    assert not c.has_ready(1.0)
+    assert c.next_work(1.0) is None  # b and c wait behind a
+    assert c.next_deadline() == 2.0
+    assert c.has_ready(2.0)
+    assert c.next_work(2.0) is a
+    c.handled(a)
+    rest = []
+    while (w := c.next_work(2.0)) is not None:
+        rest.append((w.partition, w.offset))
+        c.handled(w)
+    assert rest == [(0, 1), (1, 0)]
+    assert c.next_deadline() is None
+    c.fetched(recs(0, "d", start=2))
+    c.lost([(T, 0)])
+    assert c.next_work(3.0) is None  # the lost partition's record is skipped
+    assert c.to_commit(3.0) == {(T, 1): 1}

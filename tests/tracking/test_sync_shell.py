@@ -272,7 +272,7 @@ def test_concurrency_keeps_each_key_in_order_and_runs_keys_together() -> None:
 
 def test_a_retry_holds_back_only_its_own_key() -> None:
     """While one key's record waits to be retried, other keys go on being handled."""
-    tracker, consumer, _ = started(retry_backoff=0.3, handler_retries=1)
+    tracker, consumer, _ = started(retry_backoff=0.3, handler_retries=1, concurrency=2)
     consumer.add(0, "a", b"a-0")
     consumer.add(0, "a", b"a-1")
     consumer.add(0, "b", b"b-2")
