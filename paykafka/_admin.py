@@ -53,7 +53,7 @@ from paykafka._errors import (
 from paykafka._event import PaymentEvent
 from paykafka._registry import RegistryClient
 from paykafka._serde import EventDeserializer
-from paykafka._settings import Settings
+from paykafka._settings import Settings, make_client
 
 __all__ = [
     "IMPORTANT_CONFIGS",
@@ -345,7 +345,7 @@ class KafkaAdmin:
             raise ConfigError(f"timeout must be > 0 seconds, got {timeout!r}")
         self.settings = settings or Settings.from_env()
         self.timeout = timeout
-        self._admin = AdminClient(self.settings.admin_config())
+        self._admin = make_client(AdminClient, self.settings.admin_config(), "admin client")
 
     # -- cluster and topics ----------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ from paykafka._event import PaymentEvent
 from paykafka._registry import RegistryClient
 from paykafka._schema import PaymentSchema, load_schema
 from paykafka._serde import EventDeserializer
-from paykafka._settings import Settings
+from paykafka._settings import Settings, make_client
 
 __all__ = ["PaymentTracker", "TrackedEvent"]
 
@@ -119,13 +119,13 @@ class PaymentTracker:
             self._registry = RegistryClient(self.settings)
         self._decode = EventDeserializer(schema, self._registry.schema_by_id)
         conf = self.settings.consumer_config(
+            self._overrides,
             error_cb=self._on_error,
             **{"enable.partition.eof": True},
-            **self._overrides,
         )
         if self._from_beginning:
             conf["auto.offset.reset"] = "earliest"
-        self._consumer = Consumer(conf)
+        self._consumer = make_client(Consumer, conf, "consumer")
         self._consumer.subscribe(
             [self.settings.topic], on_assign=self._on_assign, on_revoke=self._on_revoke
         )

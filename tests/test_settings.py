@@ -111,11 +111,32 @@ def test_consumer_config_stores_offsets_manually() -> None:
     assert conf["enable.auto.offset.store"] is False
 
 
-@pytest.mark.parametrize("key", ["enable.idempotence", "acks"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "enable.idempotence",
+        "acks",
+        "request.required.acks",
+        "topic.acks",
+        "topic.request.required.acks",
+        "delivery.report.only.error",
+    ],
+)
 def test_passthrough_cannot_weaken_delivery(key: str) -> None:
     """kafka_options may not override the keys that carry the delivery guarantee."""
     with pytest.raises(ConfigError, match=key):
         Settings(kafka_options={key: "0"}).producer_config()
+
+
+@pytest.mark.parametrize(
+    "options", [{"enable.auto.commit": "true"}, {"auto.commit.enable": "true"}]
+)
+def test_overrides_cannot_weaken_tracking_either(options: dict[str, str]) -> None:
+    """The consumer's protected keys are refused from kafka_options and from overrides."""
+    with pytest.raises(ConfigError, match="kafka_options"):
+        Settings(kafka_options=options).consumer_config()
+    with pytest.raises(ConfigError, match="kafka_overrides"):
+        Settings().consumer_config(options)
 
 
 def test_no_secret_logged_when_building_configs(caplog: pytest.LogCaptureFixture) -> None:
