@@ -3,7 +3,7 @@
 import json
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import Decimal, Inexact, localcontext
 
 import pytest
 from hypothesis import given
@@ -77,7 +77,7 @@ def test_timestamp_normalised_to_utc() -> None:
         ("amount", "-5", "greater than zero"),
         ("amount", "NaN", "not a finite number"),
         ("amount", "abc", "not a decimal number"),
-        ("amount", True, "never a float"),
+        ("amount", True, "is a bool, not an amount"),
         ("amount", "100000000000000", "14 integer digits"),
         ("currency", "pln", "did you mean 'PLN'"),
         ("currency", "XYZ", "not an ISO 4217"),
@@ -128,7 +128,9 @@ currencies = st.sampled_from(sorted(MINOR_UNITS))
 @given(
     currency=currencies,
     units=st.integers(min_value=1, max_value=10**13),
-    user=st.text(min_size=1, max_size=40).filter(lambda s: s.strip() != ""),
+    user=st.text(min_size=1, max_size=40).filter(
+        lambda s: any(c.isascii() and c.isalnum() for c in s)
+    ),
     method=st.sampled_from(list(PaymentMethod)),
 )
 def test_valid_events_round_trip_through_dict(
@@ -159,3 +161,55 @@ def test_amount_is_valid_exactly_when_rules_allow(currency: str, amount: Decimal
         with pytest.raises(ValidationError) as info:
             make(amount=amount, currency=currency)
         assert info.value.field == "amount"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("amount", " 12.50 ", "ASCII digits"),
+        ("amount", "12.50\n", "ASCII digits"),
+        ("amount", "1_000", "ASCII digits"),
+        ("amount", "\u0661\u0662.\u0665\u0660", "ASCII digits"),  # Arabic-Indic 12.50
+        ("amount", "\uff11\uff12", "ASCII digits"),  # full-width 12
+        ("user", "\u200b", "invisible"),
+        ("user", " \u200b\u2060\ufeff ", "invisible"),
+        ("user", "\u3164", "invisible"),  # Hangul filler: a letter that shows nothing
+        ("user", "marek\ud800", "lone surrogate"),
+        ("note", "\udfffnote", "lone surrogate"),
+        ("timestamp", datetime.min.replace(tzinfo=timezone(timedelta(hours=1))), "years 1-9999"),
+        ("timestamp", datetime.max.replace(tzinfo=timezone(timedelta(hours=-1))), "years 1-9999"),
+    ],
+)
+def test_values_decimal_or_str_would_take_are_refused(
+    field: str, value: object, needle: str
+) -> None:
+    """Looser inputs Python accepts (spaces, other digits, invisible users) are refused."""
+    with pytest.raises(ValidationError) as info:
+        make(**{field: value})
+    assert info.value.field == field
+    assert needle in str(info.value)
+
+
+def test_visible_text_around_invisible_characters_is_a_user() -> None:
+    """Invisible characters are fine next to visible ones; only an all-blank user is refused."""
+    assert make(user="marek\u200b").user == "marek\u200b"
+    assert make(user="\u0645\u0627\u0631\u0643").user == "\u0645\u0627\u0631\u0643"
+
+
+def test_validation_ignores_the_callers_decimal_context() -> None:
+    """A caller's 5-digit decimal context changes nothing: 12345.67 PLN stays valid."""
+    with localcontext() as ctx:
+        ctx.prec = 5
+        ctx.traps[Inexact] = True
+        event = make(amount="12345.67")
+        decoded = PaymentEvent.from_dict({**event.to_dict(), "amount": Decimal("12345.6700")})
+    assert event.amount == decoded.amount == Decimal("12345.67")
+
+
+def test_currency_table_holds_funds_but_no_metals_or_test_codes() -> None:
+    """The table matches its docstring: fund codes in, metals and testing codes out."""
+    funds = {"BOV": 2, "CHE": 2, "CHW": 2, "CLF": 4, "COU": 2, "MXV": 2, "USN": 2, "UYI": 0}
+    assert {code: MINOR_UNITS.get(code) for code in funds} == funds
+    assert MINOR_UNITS["UYW"] == 4
+    assert not {"XAU", "XAG", "XPT", "XPD", "XDR", "XTS", "XXX", "XSU", "XUA"} & MINOR_UNITS.keys()
+    assert (MINOR_UNITS["JPY"], MINOR_UNITS["PLN"], MINOR_UNITS["KWD"]) == (0, 2, 3)
