@@ -146,3 +146,17 @@ def test_no_secret_logged_when_building_configs(caplog: pytest.LogCaptureFixture
     s.producer_config()
     s.consumer_config()
     assert "pw-sasl-789" not in caplog.text
+
+
+def test_an_option_librdkafka_refuses_ends_a_command_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PAYKAFKA_KAFKA_OPTIONS with a key librdkafka does not know: exit 2, one line, no trace."""
+    from paykafka._cli import main  # noqa: PLC0415 - only this test needs the CLI
+
+    monkeypatch.setenv("PAYKAFKA_KAFKA_OPTIONS", '{"no.such.option": "1"}')
+    assert main(["topics"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "librdkafka refused" in err
+    assert "no.such.option" in err
