@@ -173,6 +173,12 @@ class DeliveryFuture:
             self._error = self._producer._delivery_error(self.event, self._failure)
         return self._error
 
+    def _failed_error(self) -> DeliveryError:
+        """The error of a future known to have failed."""
+        error = self._delivery_error()
+        assert error is not None  # only called for failed futures
+        return error
+
     def _wait(self, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.done():
@@ -441,7 +447,7 @@ class PaymentProducer:
         failed, self._failed = self._failed, []
         unseen = [f for f in failed if not f._observed]
         queued = list(self._pending.values())
-        entries = [(f.event, f._delivery_error()) for f in unseen]
+        entries = [(f.event, f._failed_error()) for f in unseen]
         reason = f"still queued at the flush deadline ({self._last_error or 'no error seen'})"
         still = DeliveryError(reason, [], code="_TIMED_OUT", retriable=True)
         entries += [(f.event, still) for f in queued]
@@ -455,12 +461,12 @@ class PaymentProducer:
                 len(queued),
                 len(entries),
                 "close" if close else "flush",
-                _reasons([f._delivery_error() for f in failed] + [still] * len(queued)),
+                _reasons([f._failed_error() for f in failed] + [still] * len(queued)),
                 extra={"failed": len(failed), "queued": len(queued)},
             )
         if not entries:
             return
-        errors = [error for _, error in entries if error is not None]
+        errors = [error for _, error in entries]
         codes = collections.Counter(e.code for e in errors)
         raise DeliveryError(
             f"{len(entries)} payment event(s) not delivered to {self.settings.topic}: "
@@ -546,15 +552,13 @@ def _retriable(err: Any) -> bool:
     return bool(err.retriable()) or err.name() in _OUTAGE_CODES
 
 
-def _reason(error: DeliveryError | None) -> str:
-    if error is None:
-        return "unknown"
+def _reason(error: DeliveryError) -> str:
     return error.undelivered[0][1] if error.undelivered else error.message
 
 
-def _reasons(errors: Sequence[DeliveryError | None]) -> str:
+def _reasons(errors: Sequence[DeliveryError]) -> str:
     """``reason (code) x count`` for the most common reasons, most common first."""
-    counts = collections.Counter((_reason(e), e.code if e is not None else None) for e in errors)
+    counts = collections.Counter((_reason(e), e.code) for e in errors)
     shown = [
         f"{why} ({code}) x{n}" if code else f"{why} x{n}"
         for (why, code), n in counts.most_common(_REASONS_SHOWN)

@@ -61,8 +61,12 @@ class FakeProducer:
         self.queued: deque[Callable[[Any, Any], None]] = deque()
         self.reports: deque[Report] = deque()
         self.polls = 0
+        self.poll_timeouts: list[float] = []
+        self.flush_timeouts: list[float] = []
+        self.produced: list[tuple[str, bytes, bytes]] = []
         self.served_per_poll: list[int] = []
         self.purge_reports = True
+        self.purge_code = "_PURGE_QUEUE"
         self._offset = 0
 
     # -- confluent's surface -------------------------------------------------------------
@@ -72,18 +76,21 @@ class FakeProducer:
     ) -> None:
         if len(self.queued) >= self.capacity:
             raise BufferError("Local: Queue full")
+        self.produced.append((topic, value, key))
         self.queued.append(on_delivery)
 
     def poll(self, timeout: float = -1) -> int:
         self.polls += 1
+        self.poll_timeouts.append(timeout)
         return self._serve()
 
     def flush(self, timeout: float = -1) -> int:
+        self.flush_timeouts.append(timeout)
         self._serve()
         return len(self.queued)
 
     def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
-        purged = FakeKafkaError("_PURGE_QUEUE", "Local: Purged in queue")
+        purged = FakeKafkaError(self.purge_code, "Local: Purged")
         while self.queued:
             callback = self.queued.popleft()
             if self.purge_reports:

@@ -10,7 +10,7 @@ from typing import Any, cast
 
 import pytest
 from _events import make_events
-from _fake_kafka import TIMED_OUT, TOO_LARGE, FakeProducer
+from _fake_kafka import TIMED_OUT, TOO_LARGE, FakeKafkaError, FakeProducer
 
 import paykafka._producer
 from paykafka import (
@@ -291,7 +291,7 @@ def test_send_serves_a_bounded_number_of_reports(
     fake.fail(TIMED_OUT)
     for event in make_events(60):
         producer.send(event)
-    assert max(fake.served_per_poll) <= paykafka._producer._REPORTS_PER_SEND
+    assert max(fake.served_per_poll) == paykafka._producer._REPORTS_PER_SEND
     assert sum(fake.served_per_poll) == 10_000  # every following send served its share
     with pytest.raises(DeliveryError) as flushed:
         producer.flush(0)
@@ -325,3 +325,191 @@ def test_a_repeated_broker_error_is_logged_once_per_flush(
         producer.flush(0)
         producer._on_error(TIMED_OUT)
     assert len(caplog.records) == 2
+
+
+# -- the details callers rely on (found by mutation testing) -----------------------------------
+
+
+def test_a_result_that_times_out_says_still_queued(
+    producer: PaymentProducer, clients: list[FakeProducer]
+) -> None:
+    """result(t) / exception(t) on a queued event: a retriable _TIMED_OUT naming the event."""
+    future = producer.send(make_events(1)[0])
+    error = future.exception(0)
+    assert error is not None
+    assert error.code == "_TIMED_OUT"
+    assert error.undelivered == ((future.event, "still queued"),)
+
+
+def test_result_waits_in_short_polls_until_its_deadline(
+    producer: PaymentProducer, clients: list[FakeProducer]
+) -> None:
+    """result(0.3) keeps polling (each poll at most 0.1 s, never negative) until the deadline."""
+    future = producer.send(make_events(1)[0])
+    fake = client(clients)
+    fake.poll_timeouts.clear()
+    with pytest.raises(DeliveryError):
+        future.result(0.3)
+    assert len(fake.poll_timeouts) > 1
+    assert all(0 <= t <= 0.1 for t in fake.poll_timeouts)
+
+
+def test_a_delivery_names_its_event(producer: PaymentProducer, clients: list[FakeProducer]) -> None:
+    """The Delivery carries the event sent, and produce() got the topic, key and framed value."""
+    event = make_events(1)[0]
+    future = producer.send(event)
+    client(clients).ack()
+    assert future.result(0).event == event
+    topic, value, key = client(clients).produced[0]
+    assert (topic, key) == ("payments", event.user.encode())
+    assert value[:5] == b"\x00\x00\x00\x00\x07"  # magic byte, schema id 7
+
+
+def test_callbacks_run_in_order_and_at_once_when_already_done(
+    producer: PaymentProducer, clients: list[FakeProducer]
+) -> None:
+    """Two callbacks both run on the report; one added after it runs at once."""
+    calls: list[str] = []
+    future = producer.send(make_events(1)[0], on_delivery=lambda f: calls.append("first"))
+    future.add_done_callback(lambda f: calls.append("second"))
+    client(clients).ack()
+    producer.flush()
+    future.add_done_callback(lambda f: calls.append("late"))
+    assert calls == ["first", "second", "late"]
+
+
+def test_send_refuses_what_is_not_an_event(producer: PaymentProducer) -> None:
+    """A dict is not a PaymentEvent: TypeError naming what was given."""
+    with pytest.raises(TypeError, match="got dict"):
+        producer.send({"user": "marek"})  # type: ignore[arg-type]
+
+
+def test_a_full_queue_waits_then_reports_the_event_retriable(
+    clients: list[FakeProducer],
+) -> None:
+    """No room for queue_timeout: send() polls meanwhile, then a retriable _QUEUE_FULL."""
+    made = started(queue_timeout=0.2)
+    fake = client(clients)
+    fake.capacity = 1
+    made._on_error(TIMED_OUT)
+    made.send(make_events(1)[0])
+    event = make_events(1)[0]
+    fake.poll_timeouts.clear()
+    with pytest.raises(DeliveryError) as full:
+        made.send(event)
+    assert full.value.code == "_QUEUE_FULL"
+    assert full.value.retriable
+    assert full.value.undelivered[0][0] == event
+    assert "Message timed out" in full.value.undelivered[0][1]
+    assert len(fake.poll_timeouts) > 1
+    assert set(fake.poll_timeouts) == {0.05}
+    made._producer = None
+
+
+def test_flush_and_close_wait_as_long_as_told(clients: list[FakeProducer]) -> None:
+    """flush(t) and close(t) hand t to librdkafka; close() alone uses flush_timeout."""
+    made = started(flush_timeout=7.0)
+    made.flush(3.0)
+    made.close()
+    assert client(clients).flush_timeouts == [3.0, 7.0]
+    again = started()
+    again.close(timeout=1.5)
+    assert client(clients).flush_timeouts == [1.5]
+
+
+def test_an_event_purged_in_flight_may_have_been_written(
+    producer: PaymentProducer, clients: list[FakeProducer]
+) -> None:
+    """Purged while the broker had it: the reason says it is unknown whether it was written."""
+    client(clients).purge_code = "_PURGE_INFLIGHT"
+    future = producer.send(make_events(1)[0])
+    with pytest.raises(DeliveryError):
+        producer.close(timeout=0)
+    error = future.exception(0)
+    assert error is not None
+    assert "unknown whether written" in str(error)
+    assert "no broker error seen" in str(error)
+
+
+def test_librdkafkas_own_retriable_flag_counts_too(
+    producer: PaymentProducer, clients: list[FakeProducer]
+) -> None:
+    """A code outside the outage list that librdkafka itself calls retriable stays retriable."""
+    future = producer.send(make_events(1)[0])
+    client(clients).fail(FakeKafkaError("SOME_NEW_CODE", "Broker: busy", retriable=True))
+    error = future.exception(0)
+    assert error is not None
+    assert error.retriable
+
+
+def test_the_combined_message_shows_the_top_reasons_and_how_many_more(
+    producer: PaymentProducer, clients: list[FakeProducer]
+) -> None:
+    """Five distinct reasons: the three most common with code and count, then 'and 2 other'."""
+    for event in make_events(9):
+        producer.send(event)
+    fake = client(clients)
+    fake.fail(TIMED_OUT, 3)
+    fake.fail(TOO_LARGE, 2)
+    for code in ("A", "B", "C"):
+        fake.fail(FakeKafkaError(code, f"reason {code}"), 1 if code != "A" else 2)
+    with pytest.raises(DeliveryError) as flushed:
+        producer.flush(0)
+    message = str(flushed.value)
+    assert message.startswith("9 payment event(s) not delivered to payments: ")
+    assert "Local: Message timed out (_MSG_TIMED_OUT) x3" in message
+    assert "Broker: Message size too large (MSG_SIZE_TOO_LARGE) x2" in message
+    assert "reason A (A) x2" in message
+    assert message.endswith("; and 2 other reason(s)")
+
+
+def test_the_first_raising_callback_is_the_one_logged_with_its_traceback(
+    producer: PaymentProducer, clients: list[FakeProducer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The ERROR line names the first payment whose callback raised."""
+    events = make_events(3)
+
+    def buggy(_future: DeliveryFuture) -> None:
+        raise KeyError("oops")
+
+    for event in events:
+        producer.send(event, on_delivery=buggy)
+    with caplog.at_level(logging.ERROR, logger="paykafka"):
+        client(clients).ack()
+        producer.flush()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"delivery callback for payment {events[0].payment_id} raised"
+    ]
+
+
+def test_a_fatal_broker_error_is_an_error_line(
+    producer: PaymentProducer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """librdkafka's fatal errors are logged at ERROR with their text, every time."""
+
+    class FatalError(FakeKafkaError):
+        def fatal(self) -> bool:
+            return True
+
+    with caplog.at_level(logging.WARNING, logger="paykafka"):
+        producer._on_error(FatalError("_FATAL", "Local: Fatal error"))
+        producer._on_error(FatalError("_FATAL", "Local: Fatal error"))
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.ERROR, "fatal producer error: Local: Fatal error")
+    ] * 2
+
+
+def test_each_failure_is_at_debug_with_its_payment_id(
+    producer: PaymentProducer, clients: list[FakeProducer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Per-event detail stays available at DEBUG, structured with the payment id."""
+    event = make_events(1)[0]
+    producer.send(event)
+    with caplog.at_level(logging.DEBUG, logger="paykafka"):
+        client(clients).fail(TIMED_OUT)
+        producer._poll(0)
+    debug = [r for r in caplog.records if r.levelno == logging.DEBUG]
+    assert debug[0].getMessage() == (
+        f"payment {event.payment_id} not delivered: Local: Message timed out"
+    )
+    assert debug[0].payment_id == str(event.payment_id)  # type: ignore[attr-defined]
