@@ -2,7 +2,7 @@
 
 import json
 import uuid
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal, Inexact, localcontext
 
 import pytest
@@ -213,3 +213,115 @@ def test_currency_table_holds_funds_but_no_metals_or_test_codes() -> None:
     assert MINOR_UNITS["UYW"] == 4
     assert not {"XAU", "XAG", "XPT", "XPD", "XDR", "XTS", "XXX", "XSU", "XUA"} & MINOR_UNITS.keys()
     assert (MINOR_UNITS["JPY"], MINOR_UNITS["PLN"], MINOR_UNITS["KWD"]) == (0, 2, 3)
+
+
+class _NoOffset(tzinfo):
+    """A tzinfo that does not know its offset: as naive as no tzinfo at all."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+    def dst(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+    def tzname(self, dt: datetime | None) -> str | None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("note", 42, "invalid note: must be a string or None, got int"),
+        ("timestamp", "2026-01-01", "invalid timestamp: must be a datetime, got str"),
+        (
+            "currency",
+            42,
+            "invalid currency: 42 is not an ISO 4217 currency code (e.g. 'PLN', 'EUR')",
+        ),
+        (
+            "amount",
+            True,
+            (
+                "invalid amount: True is a bool, not an amount: pass a Decimal such as "
+                "Decimal('249.99') or a string such as '249.99'"
+            ),
+        ),
+        (
+            "amount",
+            2.5,
+            (
+                "invalid amount: 2.5 is a float, and money is never a float: "
+                "pass Decimal('2.5') or the string '2.5'"
+            ),
+        ),
+    ],
+)
+def test_messages_say_exactly_what_to_do(field: str, value: object, message: str) -> None:
+    """The whole message, for the values people get wrong most."""
+    with pytest.raises(ValidationError) as info:
+        make(**{field: value})
+    assert info.value.field == field
+    assert str(info.value) == message
+
+
+def test_a_timezone_without_an_offset_is_refused() -> None:
+    """A tzinfo whose utcoffset() is None is no timezone: refused like a naive datetime."""
+    with pytest.raises(ValidationError, match="no timezone"):
+        make(timestamp=datetime(2026, 1, 1, tzinfo=_NoOffset()))
+
+
+def test_an_unknown_method_lists_the_known_ones() -> None:
+    """The method error names every symbol it would accept."""
+    with pytest.raises(ValidationError) as info:
+        make(method="cheque")
+    assert ", ".join(m.value for m in PaymentMethod) in str(info.value)
+    assert "credit_card, debit_card, " in str(info.value)
+
+
+def test_from_dict_says_the_field_is_missing() -> None:
+    """A record without a field: the field is named and the message says it is missing."""
+    record = make().to_dict()
+    del record["user"]
+    with pytest.raises(ValidationError, match="invalid user: is missing from the record"):
+        PaymentEvent.from_dict(record)
+
+
+def test_json_carries_the_note_only_when_set() -> None:
+    """to_json adds "note" when the event has one, after the tutorial's keys."""
+    assert json.loads(make(note="invoice 7").to_json())["note"] == "invoice 7"
+    assert "note" not in json.loads(make().to_json())
+
+
+_TRUSTED = {
+    "payment_id": uuid.UUID(int=7),
+    "user": "marek",
+    "units": 2499900,
+    "scale": 4,
+    "currency": "PLN",
+    "method": PaymentMethod.BLIK,
+    "timestamp": datetime(2026, 1, 1, tzinfo=UTC),
+    "extras": {},
+}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"timestamp": datetime(2026, 1, 1, tzinfo=timezone(timedelta(0), "Z"))},  # not UTC itself
+        {"method": "blik"},
+        {"payment_id": "00000000-0000-0000-0000-000000000007"},
+        {"scale": 1},  # fewer places on the wire than PLN has
+        {"units": 10**18},  # exactly 10^14 PLN: one past the schema's 14 integer digits
+        {"units": 0},
+        {"units": 2499901},  # 249.9901 PLN: too many places
+    ],
+)
+def test_the_trusted_constructor_steps_aside_when_unsure(change: dict[str, object]) -> None:
+    """_trusted returns None (the caller then goes through from_dict) for anything unusual."""
+    assert PaymentEvent._trusted(**{**_TRUSTED, **change}) is None  # type: ignore[arg-type]
+    assert PaymentEvent._trusted(**_TRUSTED) == make(  # type: ignore[arg-type]
+        payment_id=uuid.UUID(int=7),
+        amount="249.99",
+        method="blik",
+        timestamp=datetime(2026, 1, 1, tzinfo=UTC),
+    )
