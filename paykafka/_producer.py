@@ -14,7 +14,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -28,7 +28,7 @@ from paykafka._governance import SchemaGate
 from paykafka._registry import RegistryClient
 from paykafka._schema import PaymentSchema, load_schema
 from paykafka._serde import EventSerializer
-from paykafka._settings import Settings, make_client
+from paykafka._settings import Settings, client_kafka_options, make_client
 
 __all__ = ["Delivery", "DeliveryFuture", "PaymentProducer", "key_by_user"]
 
@@ -232,6 +232,7 @@ class PaymentProducer:
         key: Callable[[PaymentEvent], str] = key_by_user,
         flush_timeout: float = 30.0,
         queue_timeout: float = 60.0,
+        kafka_options: Mapping[str, Any] | None = None,
         kafka_overrides: dict[str, Any] | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
@@ -241,8 +242,8 @@ class PaymentProducer:
         self._key = key
         self._flush_timeout = flush_timeout
         self._queue_timeout = queue_timeout
-        self._overrides = dict(kafka_overrides or {})
-        # Refused here, not at start(): a bad override is a bug in the caller's code.
+        self._overrides = client_kafka_options(kafka_options, kafka_overrides, "PaymentProducer")
+        # Refused here, not at start(): a protected key is a bug in the caller's code.
         self.settings.producer_config(self._overrides)
         self._producer: Producer | None = None
         self._serialize: EventSerializer | None = None

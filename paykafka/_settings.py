@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -30,6 +31,7 @@ __all__ = [
     "DEFAULT_REGISTRY_URL",
     "CompatibilityLevel",
     "Settings",
+    "client_kafka_options",
 ]
 
 DEFAULT_BOOTSTRAP_SERVERS = "localhost:9092"
@@ -107,13 +109,38 @@ def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:
     return None if value is None or value == "" else Path(value)
 
 
+def client_kafka_options(
+    kafka_options: Mapping[str, Any] | None,
+    kafka_overrides: Mapping[str, Any] | None,
+    owner: str,
+) -> dict[str, Any]:
+    """A client's own librdkafka options, from ``kafka_options=`` (or the deprecated
+    ``kafka_overrides=``, its old name: one concept, one name, the same as the setting's)."""
+    if kafka_overrides is not None:
+        warnings.warn(
+            f"{owner}(kafka_overrides=...) is deprecated: pass kafka_options=... (the same "
+            "name as the Settings field); kafka_overrides will be removed in a future release",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        if kafka_options is not None:
+            raise ConfigError(f"{owner}: pass kafka_options only (kafka_overrides is its old name)")
+    return dict(kafka_options if kafka_options is not None else kafka_overrides or {})
+
+
 @attrs.frozen(kw_only=True)
 class Settings:
     """Where paykafka connects and how.
 
-    Every field can come from a ``PAYKAFKA_<FIELD>`` environment variable (upper case); the
-    variable is named in each field's description below. ``kafka_options`` passes any other
-    librdkafka setting through unchanged (``PAYKAFKA_KAFKA_OPTIONS`` as a JSON object).
+    One obvious way for applications: ``Settings.from_env(**overrides)`` reads the
+    ``PAYKAFKA_*`` environment, then applies your keyword arguments on top; it is also what a
+    producer or tracker built without settings uses. ``Settings(...)`` takes only what you pass
+    and ignores the environment: for tests, and for configuration read from somewhere else.
+
+    Every field has a ``PAYKAFKA_<FIELD>`` environment variable (upper case), named in each
+    field's description below. ``kafka_options`` passes any other librdkafka setting through
+    unchanged (``PAYKAFKA_KAFKA_OPTIONS`` as a JSON object); a producer or tracker takes more
+    under the same name, ``PaymentProducer(settings, kafka_options={...})``.
     """
 
     #: Kafka bootstrap servers, comma separated. ``PAYKAFKA_BOOTSTRAP_SERVERS``.
@@ -281,7 +308,7 @@ class Settings:
         self, protected: frozenset[str], overrides: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
         _refuse_protected(self.kafka_options, protected, "kafka_options (PAYKAFKA_KAFKA_OPTIONS)")
-        _refuse_protected(overrides or {}, protected, "kafka_overrides")
+        _refuse_protected(overrides or {}, protected, "the client's own kafka_options=")
         return {**self.kafka_options, **(overrides or {})}
 
 
@@ -299,7 +326,7 @@ def _refuse_protected(options: Mapping[str, Any], protected: frozenset[str], sou
     if clash:
         raise ConfigError(
             f"{source} may not set {', '.join(clash)}: paykafka owns these to keep its "
-            f"delivery guarantees; remove them from {source.split(' ', maxsplit=1)[0]}"
+            "delivery guarantees; remove them"
         )
 
 

@@ -248,18 +248,18 @@ def test_events_still_queued_at_the_flush_deadline_are_retriable(
         {"delivery.report.only.error": True},
     ],
 )
-def test_kafka_overrides_may_not_touch_protected_keys(
+def test_a_clients_kafka_options_may_not_touch_protected_keys(
     clients: list[FakeProducer], overrides: dict[str, Any]
 ) -> None:
-    """kafka_overrides= is held to the same rule as kafka_options, aliases included."""
+    """A client's own kafka_options= obey the same rule as Settings.kafka_options, aliases too."""
     with pytest.raises(ConfigError, match="may not set"):
-        PaymentProducer(Settings(), kafka_overrides=overrides)
+        PaymentProducer(Settings(), kafka_options=overrides)
     assert not clients
 
 
 def test_overrides_reach_librdkafka(clients: list[FakeProducer]) -> None:
     """An unprotected override is passed through; the library's callbacks still win."""
-    made = started(kafka_overrides={"linger.ms": 50, "error_cb": print})
+    made = started(kafka_options={"linger.ms": 50, "error_cb": print})
     conf = client(clients).conf
     assert conf["linger.ms"] == 50
     assert conf["error_cb"] == made._on_error
@@ -271,7 +271,7 @@ def test_an_option_librdkafka_refuses_is_a_config_error() -> None:
     producer = PaymentProducer(
         Settings(create_topic=False),
         registry=cast(RegistryClient, _Registry()),
-        kafka_overrides={"no.such.option": "1"},
+        kafka_options={"no.such.option": "1"},
     )
     with pytest.raises(ConfigError, match=r"librdkafka refused.*no\.such\.option"):
         producer.start()

@@ -65,7 +65,7 @@ def test_frozen_broker_every_event_acknowledged_or_raised_retriable(
     producer = PaymentProducer(
         settings,
         flush_timeout=30,
-        kafka_overrides={"message.timeout.ms": MESSAGE_TIMEOUT_MS},
+        kafka_options={"message.timeout.ms": MESSAGE_TIMEOUT_MS},
     ).start()
     futures = []
     try:
