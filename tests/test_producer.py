@@ -11,6 +11,7 @@ from typing import Any, cast
 import pytest
 from _events import make_events
 from _fake_kafka import TIMED_OUT, TOO_LARGE, FakeKafkaError, FakeProducer
+from confluent_kafka import KafkaException
 
 import paykafka._producer
 from paykafka import (
@@ -185,6 +186,10 @@ def test_result_after_close_never_spins(
     assert isinstance(outcome[0], DeliveryError)
     assert outcome[0].code == "_DESTROY"
     assert outcome[0].retriable
+    assert "was never acknowledged: the producer was closed first" in str(outcome[0])
+    assert outcome[0].undelivered == (
+        (future.event, "the producer was closed before the broker answered"),
+    )
 
 
 # -- honest labels ---------------------------------------------------------------------------
@@ -513,3 +518,58 @@ def test_each_failure_is_at_debug_with_its_payment_id(
         f"payment {event.payment_id} not delivered: Local: Message timed out"
     )
     assert debug[0].payment_id == str(event.payment_id)  # type: ignore[attr-defined]
+
+
+def test_a_produce_librdkafka_refuses_is_a_delivery_error(
+    producer: PaymentProducer, clients: list[FakeProducer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """produce() raising KafkaException (a fatal producer): DeliveryError with its code and flag."""
+    fatal = FakeKafkaError("_FATAL", "Local: Fatal error", retriable=False)
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise KafkaException(fatal)
+
+    monkeypatch.setattr(client(clients), "produce", refuse)
+    event = make_events(1)[0]
+    with pytest.raises(DeliveryError) as refused:
+        producer.send(event)
+    assert refused.value.code == "_FATAL"
+    assert not refused.value.retriable
+    assert refused.value.undelivered == ((event, "Local: Fatal error"),)
+    assert str(refused.value) == f"cannot queue payment {event.payment_id}: Local: Fatal error"
+
+
+def test_close_closes_the_registry_client_it_made(
+    clients: list[FakeProducer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A producer that made its own registry client closes it; a given one is left open."""
+    closed: list[object] = []
+
+    class _Owned(_Registry):
+        def __init__(self, _settings: Settings) -> None:
+            pass
+
+        def close(self) -> None:
+            closed.append(self)
+
+    monkeypatch.setattr(paykafka._producer, "RegistryClient", _Owned)
+    PaymentProducer(Settings(create_topic=False)).start().close()
+    assert len(closed) == 1
+    given = _Owned(Settings())
+    PaymentProducer(
+        Settings(create_topic=False), registry=cast(RegistryClient, given)
+    ).start().close()
+    assert closed == [closed[0]]
+
+
+def test_three_reasons_are_all_shown_with_nothing_more(
+    producer: PaymentProducer, clients: list[FakeProducer]
+) -> None:
+    """Exactly three distinct reasons: all three, no 'other reason(s)' tail."""
+    for event in make_events(3):
+        producer.send(event)
+    for code in ("A", "B", "C"):
+        client(clients).fail(FakeKafkaError(code, f"reason {code}"), 1)
+    with pytest.raises(DeliveryError) as flushed:
+        producer.flush(0)
+    assert str(flushed.value).endswith("reason A (A) x1; reason B (B) x1; reason C (C) x1")
