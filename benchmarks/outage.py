@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows.append(
         Row(
             group="outage",
-            name="longest garbage-collection pause during the run",
+            name="longest garbage-collection pause (sends and close)",
             unit="ms",
             stock=round(results["stock"]["longest_gc_pause"], 3),
             paykafka=round(results["paykafka"]["longest_gc_pause"], 3),

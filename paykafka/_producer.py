@@ -435,7 +435,12 @@ class PaymentProducer:
         """Serve delivery reports for up to ``timeout``; False once the producer is closed."""
         if self._producer is None:
             return False
-        self._producer.poll(timeout)
+        # A wait serves every report, even one started from a callback inside send()'s poll.
+        budget, self._report_budget = self._report_budget, None
+        try:
+            self._producer.poll(timeout)
+        finally:
+            self._report_budget = budget
         return True
 
     def _flush(self, producer: Producer, timeout: float | None, *, close: bool) -> None:

@@ -573,3 +573,18 @@ def test_three_reasons_are_all_shown_with_nothing_more(
     with pytest.raises(DeliveryError) as flushed:
         producer.flush(0)
     assert str(flushed.value).endswith("reason A (A) x1; reason B (B) x1; reason C (C) x1")
+
+
+def test_a_wait_inside_sends_poll_is_not_cut_short_by_its_budget(
+    producer: PaymentProducer, clients: list[FakeProducer]
+) -> None:
+    """A callback waiting on another future during send()'s poll serves all it needs."""
+    fake = client(clients)
+    waited: list[BaseException | None] = []
+    futures = [producer.send(e) for e in make_events(600)]
+    last = futures[-1]
+    futures[0].add_done_callback(lambda _f: waited.append(last.exception(1)))
+    fake.ack()
+    producer.send(make_events(1)[0])  # its poll runs the callback, which waits on `last`
+    assert waited == [None]
+    assert producer.callback_errors == 0
