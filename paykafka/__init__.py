@@ -16,6 +16,8 @@ from paykafka._admin import (
 from paykafka._currencies import currencies, minor_units
 from paykafka._dlq import DeadLetter, DeadLetterQueue, ReplayResult
 from paykafka._errors import (
+    AuthenticationError,
+    AuthorizationError,
     BrokerUnavailableError,
     ConfigError,
     DecodeError,
@@ -25,14 +27,18 @@ from paykafka._errors import (
     IncompatibleSchemaError,
     KafkaError,
     PayKafkaError,
+    RegistryAuthenticationError,
+    RegistryAuthorizationError,
     RegistryError,
     RegistryIncompatibleError,
     RegistryUnavailableError,
     SchemaError,
     SchemaNotFoundError,
+    SecurityError,
     SerdeError,
     StackError,
     SubjectNotFoundError,
+    TlsError,
     ValidationError,
 )
 from paykafka._event import PaymentEvent, PaymentMethod
@@ -46,6 +52,8 @@ from paykafka._version import __version__
 __all__ = [
     "DEFAULT_BOOTSTRAP_SERVERS",
     "DEFAULT_REGISTRY_URL",
+    "AuthenticationError",
+    "AuthorizationError",
     "BrokerUnavailableError",
     "CompatibilityResult",
     "ConfigError",
@@ -70,6 +78,8 @@ __all__ = [
     "PaymentSchema",
     "PaymentTracker",
     "RegisteredSchema",
+    "RegistryAuthenticationError",
+    "RegistryAuthorizationError",
     "RegistryClient",
     "RegistryError",
     "RegistryIncompatibleError",
@@ -77,10 +87,12 @@ __all__ = [
     "ReplayResult",
     "SchemaError",
     "SchemaNotFoundError",
+    "SecurityError",
     "SerdeError",
     "Settings",
     "StackError",
     "SubjectNotFoundError",
+    "TlsError",
     "TopicConfig",
     "TopicDescription",
     "TopicHealth",

@@ -22,13 +22,19 @@ import attrs
 from confluent_kafka import KafkaException, Producer
 
 from paykafka._admin import ensure_topic
-from paykafka._errors import BrokerUnavailableError, DeliveryError, PayKafkaError
+from paykafka._errors import (
+    AuthorizationError,
+    BrokerUnavailableError,
+    DeliveryError,
+    PayKafkaError,
+)
 from paykafka._event import PaymentEvent
 from paykafka._governance import SchemaGate
 from paykafka._registry import RegistryClient
 from paykafka._schema import PaymentSchema, load_schema
+from paykafka._security import SecurityWatch, client_creation_error
 from paykafka._serde import EventSerializer
-from paykafka._settings import Settings, client_kafka_options, make_client
+from paykafka._settings import Settings, client_kafka_options
 
 __all__ = ["Delivery", "DeliveryFuture", "PaymentProducer", "key_by_user"]
 
@@ -36,6 +42,8 @@ log = logging.getLogger(__name__)
 
 # Seconds between the delivery-report polls send() makes on its own.
 _POLL_INTERVAL = 0.001
+# Seconds flush() waits at a time before checking whether the cluster refused us.
+_FLUSH_SLICE = 0.25
 # Seconds start() waits for the cluster when checking the topic exists.
 _ENSURE_TOPIC_TIMEOUT = 5.0
 # Delivery reports one send() takes in at most: after an outage tens of thousands arrive at
@@ -253,6 +261,8 @@ class PaymentProducer:
         self._callback_errors = 0
         self._last_error: str | None = None
         self._errors_logged: set[str] = set()
+        self._watch = SecurityWatch(self.settings)
+        self._refusal: AuthorizationError | None = None
         self._next_poll = 0.0
         # Delivery reports send() may still take in during its poll; None outside send().
         self._report_budget: int | None = None
@@ -273,7 +283,10 @@ class PaymentProducer:
         self._serialize = EventSerializer(schema, schema_id)
         if self.settings.create_topic:
             self._ensure_topic()
-        self._producer = make_client(Producer, conf, "producer")
+        try:
+            self._producer = Producer(conf)
+        except KafkaException as exc:
+            raise client_creation_error(self.settings, exc) from None
         log.info(
             "producer ready: topic %s, subject %s, schema id %d",
             self.settings.topic,
@@ -341,6 +354,8 @@ class PaymentProducer:
         outage timing out together) is worked off over the next sends, not in one slow call.
         """
         producer, serialize = self._started()
+        if self._watch.error is not None:  # refused once, refused for every event
+            raise self._watch.error
         if not isinstance(event, PaymentEvent):
             raise TypeError(f"send() takes a PaymentEvent, got {type(event).__name__}")
         value = serialize(event)
@@ -443,8 +458,20 @@ class PaymentProducer:
             self._report_budget = budget
         return True
 
+    def _flush_watched(self, producer: Producer, timeout: float | None) -> int:
+        """``flush`` in slices, stopping early when the cluster refused us (login, TLS, ACL):
+        those events would otherwise wait out the whole timeout for nothing."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left_time = _FLUSH_SLICE if deadline is None else deadline - time.monotonic()
+            left = int(producer.flush(max(0.0, min(_FLUSH_SLICE, left_time))))
+            if not left or self._watch.error is not None or self._refusal is not None:
+                return left
+            if deadline is not None and time.monotonic() >= deadline:
+                return left
+
     def _flush(self, producer: Producer, timeout: float | None, *, close: bool) -> None:
-        left = producer.flush(-1 if timeout is None else timeout)
+        left = self._flush_watched(producer, timeout)
         if left and close:
             # Nothing will serve these reports after close(): take the events back from
             # librdkafka so each future fails now, with its own reason, and none is sent later.
@@ -470,6 +497,19 @@ class PaymentProducer:
                 _reasons([f._failed_error() for f in failed] + [still] * len(queued)),
                 extra={"failed": len(failed), "queued": len(queued)},
             )
+        refused = self._refusal
+        if refused is not None:
+            self._refusal = None
+            raise AuthorizationError(
+                f"{refused}; {len(entries)} payment event(s) not delivered",
+                resource_type=refused.resource_type,
+                resource=refused.resource,
+                operation=refused.operation,
+                code=refused.code,
+                undelivered=[(event, str(refused)) for event, _ in entries],
+            )
+        if left and self._watch.error is not None:
+            raise self._watch.error
         if not entries:
             return
         errors = [error for _, error in entries]
@@ -487,6 +527,9 @@ class PaymentProducer:
         if err is None:
             future._settle((msg.partition(), msg.offset()), None)
         else:
+            refused = self._watch.classify(err, resource=self.settings.topic, operation="WRITE")
+            if isinstance(refused, AuthorizationError) and self._refusal is None:
+                self._refusal = refused
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
                     "payment %s not delivered: %s",
@@ -535,6 +578,11 @@ class PaymentProducer:
 
     def _on_error(self, err: Any) -> None:
         self._last_error = err.str()
+        first = self._watch.error is None
+        if self._watch.observe(err):
+            if first:  # librdkafka repeats it on every reconnect: one line is enough
+                log.error("producer refused: %s", self._watch.error)
+            return
         if err.fatal():
             log.error("fatal producer error: %s", err.str())
         elif self._last_error not in self._errors_logged:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import attrs
-from confluent_kafka import KafkaException
 
 from paykafka._errors import ConfigError
 
@@ -155,6 +154,9 @@ class Settings:
     registry_username: str | None = None
     #: Registry basic-auth password (never shown). ``PAYKAFKA_REGISTRY_PASSWORD``.
     registry_password: str | None = attrs.field(default=None, repr=False)
+    #: CA bundle (PEM) the registry's HTTPS certificate must chain to; the system's CAs when
+    #: unset. ``PAYKAFKA_REGISTRY_CA_LOCATION``.
+    registry_ca_location: str | None = None
     #: Registry bearer token (never shown). ``PAYKAFKA_REGISTRY_TOKEN``.
     registry_token: str | None = attrs.field(default=None, repr=False)
     #: Seconds one registry HTTP call may take. ``PAYKAFKA_REGISTRY_TIMEOUT``.
@@ -333,25 +335,6 @@ def _refuse_protected(options: Mapping[str, Any], protected: frozenset[str], sou
 def _canonical_key(key: str) -> str:
     key = key.strip().removeprefix("topic.")
     return _KEY_ALIASES.get(key, key)
-
-
-_Client = TypeVar("_Client")
-
-
-def make_client(
-    factory: Callable[[dict[str, Any]], _Client], conf: dict[str, Any], role: str
-) -> _Client:
-    """``factory(conf)`` for a confluent client, with a setting librdkafka refuses as a
-    one-line :class:`ConfigError` instead of a ``cimpl.KafkaException`` traceback."""
-    try:
-        return factory(conf)
-    except (KafkaException, ValueError, TypeError) as exc:
-        err = exc.args[0] if exc.args else exc
-        detail = err.str() if hasattr(err, "str") else str(err)
-        raise ConfigError(
-            f"librdkafka refused the {role} settings: {detail}; check PAYKAFKA_KAFKA_OPTIONS "
-            "and kafka_overrides"
-        ) from None
 
 
 _SECRET_FIELDS = frozenset(f.name for f in attrs.fields(Settings) if not f.repr)

@@ -294,6 +294,7 @@ def test_send_serves_a_bounded_number_of_reports(
         producer.send(event)
         fake.served_per_poll.clear()
     fake.fail(TIMED_OUT)
+    producer._next_poll = 0.0  # the next send polls, however soon it comes
     for event in make_events(60):
         producer.send(event)
     assert max(fake.served_per_poll) == paykafka._producer._REPORTS_PER_SEND
@@ -412,14 +413,22 @@ def test_a_full_queue_waits_then_reports_the_event_retriable(
 
 
 def test_flush_and_close_wait_as_long_as_told(clients: list[FakeProducer]) -> None:
-    """flush(t) and close(t) hand t to librdkafka; close() alone uses flush_timeout."""
-    made = started(flush_timeout=7.0)
-    made.flush(3.0)
-    made.close()
-    assert client(clients).flush_timeouts == [3.0, 7.0]
+    """flush(t) and close(t) wait t in all, in short slices; close() alone uses flush_timeout."""
+    made = started(flush_timeout=0.4)
+    fake = client(clients)
+    made.send(make_events(1)[0])  # never answered: every flush waits its whole timeout
+    with pytest.raises(DeliveryError):
+        made.flush(0.6)
+    assert 0.55 <= sum(fake.flush_timeouts) <= 0.7
+    assert max(fake.flush_timeouts) <= 0.25
+    fake.flush_timeouts.clear()
+    with pytest.raises(DeliveryError):
+        made.close()
+    assert 0.35 <= sum(fake.flush_timeouts) <= 0.5
     again = started()
+    client(clients).ack()  # nothing queued: close(t) returns at once
     again.close(timeout=1.5)
-    assert client(clients).flush_timeouts == [1.5]
+    assert client(clients).flush_timeouts == [0.25]
 
 
 def test_an_event_purged_in_flight_may_have_been_written(
@@ -585,6 +594,7 @@ def test_a_wait_inside_sends_poll_is_not_cut_short_by_its_budget(
     last = futures[-1]
     futures[0].add_done_callback(lambda _f: waited.append(last.exception(1)))
     fake.ack()
+    producer._next_poll = 0.0  # this send polls, however soon after the last one it comes
     producer.send(make_events(1)[0])  # its poll runs the callback, which waits on `last`
     assert waited == [None]
     assert producer.callback_errors == 0
