@@ -41,7 +41,7 @@ from paykafka._errors import (
     TlsError,
     ValidationError,
 )
-from paykafka._event import PaymentEvent, PaymentMethod
+from paykafka._event import PaymentEvent, PaymentMethod, optional_fields
 from paykafka._producer import Delivery, DeliveryFuture, PaymentProducer, key_by_user
 from paykafka._registry import CompatibilityResult, RegisteredSchema, RegistryClient
 from paykafka._schema import PaymentSchema, load_schema
@@ -104,4 +104,5 @@ __all__ = [
     "key_by_user",
     "load_schema",
     "minor_units",
+    "optional_fields",
 ]

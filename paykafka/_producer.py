@@ -31,7 +31,7 @@ from paykafka._errors import (
 from paykafka._event import PaymentEvent
 from paykafka._governance import SchemaGate
 from paykafka._registry import RegistryClient
-from paykafka._schema import PaymentSchema, load_schema
+from paykafka._schema import PaymentSchema, load_schema, require_agreement
 from paykafka._security import SecurityWatch, client_creation_error
 from paykafka._serde import EventSerializer
 from paykafka._settings import Settings, client_kafka_options
@@ -276,6 +276,7 @@ class PaymentProducer:
             return self
         conf = self.settings.producer_config(self._overrides, error_cb=self._on_error)
         schema = self._schema or load_schema(self.settings.schema_path)
+        require_agreement(schema)
         self._schema = schema
         if self._registry is None:
             self._registry = RegistryClient(self.settings)

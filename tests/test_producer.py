@@ -28,7 +28,7 @@ class _Registry:
     """Knows one schema, under id 7."""
 
     def lookup(self, subject: str, text: str) -> SimpleNamespace:
-        return SimpleNamespace(schema_id=7)
+        return SimpleNamespace(schema_id=7, version=1)
 
 
 @pytest.fixture
