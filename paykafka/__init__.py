@@ -16,6 +16,8 @@ from paykafka._admin import (
 from paykafka._currencies import currencies, minor_units
 from paykafka._dlq import DeadLetter, DeadLetterQueue, ReplayResult
 from paykafka._errors import (
+    AuthenticationError,
+    AuthorizationError,
     BrokerUnavailableError,
     ConfigError,
     DecodeError,
@@ -25,17 +27,21 @@ from paykafka._errors import (
     IncompatibleSchemaError,
     KafkaError,
     PayKafkaError,
+    RegistryAuthenticationError,
+    RegistryAuthorizationError,
     RegistryError,
     RegistryIncompatibleError,
     RegistryUnavailableError,
     SchemaError,
     SchemaNotFoundError,
+    SecurityError,
     SerdeError,
     StackError,
     SubjectNotFoundError,
+    TlsError,
     ValidationError,
 )
-from paykafka._event import PaymentEvent, PaymentMethod
+from paykafka._event import PaymentEvent, PaymentMethod, optional_fields
 from paykafka._producer import Delivery, DeliveryFuture, PaymentProducer, key_by_user
 from paykafka._registry import CompatibilityResult, RegisteredSchema, RegistryClient
 from paykafka._schema import PaymentSchema, load_schema
@@ -46,6 +52,8 @@ from paykafka._version import __version__
 __all__ = [
     "DEFAULT_BOOTSTRAP_SERVERS",
     "DEFAULT_REGISTRY_URL",
+    "AuthenticationError",
+    "AuthorizationError",
     "BrokerUnavailableError",
     "CompatibilityResult",
     "ConfigError",
@@ -70,6 +78,8 @@ __all__ = [
     "PaymentSchema",
     "PaymentTracker",
     "RegisteredSchema",
+    "RegistryAuthenticationError",
+    "RegistryAuthorizationError",
     "RegistryClient",
     "RegistryError",
     "RegistryIncompatibleError",
@@ -77,10 +87,12 @@ __all__ = [
     "ReplayResult",
     "SchemaError",
     "SchemaNotFoundError",
+    "SecurityError",
     "SerdeError",
     "Settings",
     "StackError",
     "SubjectNotFoundError",
+    "TlsError",
     "TopicConfig",
     "TopicDescription",
     "TopicHealth",
@@ -92,4 +104,5 @@ __all__ = [
     "key_by_user",
     "load_schema",
     "minor_units",
+    "optional_fields",
 ]

@@ -147,6 +147,9 @@ class Settings:
     registry_username: str | None = None
     #: Registry basic-auth password (never shown). ``PAYKAFKA_REGISTRY_PASSWORD``.
     registry_password: str | None = attrs.field(default=None, repr=False)
+    #: CA bundle (PEM) the registry's HTTPS certificate must chain to; the system's CAs when
+    #: unset. ``PAYKAFKA_REGISTRY_CA_LOCATION``.
+    registry_ca_location: str | None = None
     #: Registry bearer token (never shown). ``PAYKAFKA_REGISTRY_TOKEN``.
     registry_token: str | None = attrs.field(default=None, repr=False)
     #: Seconds one registry HTTP call may take. ``PAYKAFKA_REGISTRY_TIMEOUT``.

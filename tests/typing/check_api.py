@@ -8,9 +8,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import assert_type
+from typing import Any, assert_type
 
 import paykafka
+from paykafka.testing import RecordWaiter, TestStack
 
 
 def check_event() -> None:
@@ -25,6 +26,8 @@ def check_event() -> None:
     assert_type(paykafka.minor_units(event.currency), int)
     assert_type(paykafka.currencies(), frozenset[str])
     assert_type(paykafka.PaymentEvent.from_dict(event.to_dict()), paykafka.PaymentEvent)
+    assert_type(paykafka.optional_fields(["note=rent"]), dict[str, Any])
+    assert_type(event.note, str | None)
 
 
 def check_producer(settings: paykafka.Settings) -> None:
@@ -60,3 +63,11 @@ def check_errors() -> None:
         assert_type(exc.status, int | None)
     except paykafka.PayKafkaError as exc:
         assert_type(exc.retriable, bool)
+
+
+def check_testing_plugin(settings: paykafka.Settings) -> None:
+    waiter = RecordWaiter(settings)
+    assert_type(waiter.wait(1, timeout=5.0), list[paykafka.TrackedEvent])
+    assert_type(waiter.events(1), list[paykafka.PaymentEvent])
+    stack = TestStack(settings=settings, managed=False)
+    assert_type(stack.settings, paykafka.Settings)
