@@ -36,6 +36,7 @@ from paykafka._errors import DecodeError, KafkaError, PayKafkaError
 from paykafka._event import PaymentEvent
 from paykafka._registry import RegistryClient
 from paykafka._schema import load_schema, require_agreement
+from paykafka._security import SecurityWatch, client_creation_error
 from paykafka._serde import EventDeserializer
 from paykafka._tracking._base import Decoded, TrackedEvent, TrackerBase
 from paykafka._tracking._core import Verdict, Work
@@ -47,6 +48,8 @@ log = logging.getLogger("paykafka.tracker")
 # Records taken from librdkafka per consume() call: one call per batch costs far less than
 # one poll() per record.
 _BATCH = 500
+# Seconds without any partition before a tracker checks for plaintext-against-TLS.
+_DIAGNOSE_AFTER = 2.0
 # Longest a revoke waits for in-flight handlers of the revoked partitions. It runs inside the
 # rebalance, which the group gives up on after max.poll.interval.ms: never wait half of that.
 _REVOKE_WAIT = 30.0
@@ -103,6 +106,9 @@ class PaymentTracker(TrackerBase):
         self._revoking = False
         self._last_fetch = 0.0
         self._revoke_wait = _REVOKE_WAIT
+        self._watch = SecurityWatch(self.settings, operation="READ")
+        self._started_at = time.monotonic()
+        self._diagnosed = False
         self._undecodable = 0  # dead letters that never were events (not run()'s events)
         # The consumer is used by the calling thread and by the keeper (re-entrant: librdkafka
         # runs rebalance callbacks inside consume(), and they call the consumer again).
@@ -137,7 +143,11 @@ class PaymentTracker(TrackerBase):
         )
         poll_interval = float(conf.get("max.poll.interval.ms", 300_000)) / 1000
         self._keep_after = min(1.0, poll_interval / 4)
-        self._consumer = Consumer(conf)
+        try:
+            self._consumer = Consumer(conf)
+        except KafkaException as exc:
+            raise client_creation_error(self.settings, exc) from None
+        self._started_at = time.monotonic()
         self._closing.clear()
         self._keeper = threading.Thread(target=self._keep, name="paykafka-keeper", daemon=True)
         self._keeper.start()
@@ -609,6 +619,7 @@ class PaymentTracker(TrackerBase):
             if self._kept:
                 self._unkeep(consumer)
             msgs = _take(consumer, timeout)
+        self._check_access()
         if msgs:
             self._feed(msgs)
 
@@ -666,7 +677,10 @@ class PaymentTracker(TrackerBase):
             finally:
                 self._client.release()
             if msgs:
-                self._feed(msgs)
+                try:
+                    self._feed(msgs)
+                except PayKafkaError as exc:  # the calling thread's next fetch raises it
+                    log.warning("keeper: %s", exc)
 
     def _unkeep(self, consumer: Consumer) -> None:
         """Resume what the keeper paused (the core's own pauses stay). Holds ``_client``."""
@@ -723,6 +737,9 @@ class PaymentTracker(TrackerBase):
         if err.code() == _RdKafkaError._PARTITION_EOF:
             self._core.at_end(msg.topic(), msg.partition())
             return
+        refused = self._watch.classify(err)
+        if refused is not None:
+            raise refused
         if err.fatal():
             raise KafkaError(f"fatal consumer error: {err.str()}", code=err.name())
         log.warning("consumer: %s", err.str(), extra={"code": err.name()})
@@ -782,7 +799,24 @@ class PaymentTracker(TrackerBase):
 
     # -- plumbing ------------------------------------------------------------------------------
 
+    def _check_access(self) -> None:
+        """Raise a refused login or TLS failure; and if no partition came after a while,
+        check once whether this plaintext client is talking to a TLS listener."""
+        self._watch.check()
+        if (
+            not self._diagnosed
+            and not self._core.assignment
+            and time.monotonic() - self._started_at > _DIAGNOSE_AFTER
+        ):
+            self._diagnosed = True
+            self._watch.diagnose()
+
     def _on_error(self, err: Any) -> None:
+        first = self._watch.error is None
+        if self._watch.observe(err):
+            if first:  # librdkafka repeats it on every reconnect: one line is enough
+                log.error("tracker refused: %s", self._watch.error)
+            return
         log.warning("consumer: %s", err.str())
 
     def _install_signals(self) -> Callable[[], None] | None:
