@@ -728,7 +728,10 @@ class PaymentTracker(TrackerBase):
             finally:
                 self._client.release()
             if msgs:
-                self._feed(msgs)
+                try:
+                    self._feed(msgs)
+                except PayKafkaError as exc:  # the calling thread's next fetch raises it
+                    log.warning("keeper: %s", exc)
 
     def _unkeep(self, consumer: Consumer) -> None:
         """Resume what the keeper paused (the core's own pauses stay). Holds ``_client``."""

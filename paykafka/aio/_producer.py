@@ -64,7 +64,7 @@ class DeliveryTask(DeliveryFuture):
             raise asyncio.InvalidStateError(
                 f"payment {self.event.payment_id} has no delivery report yet: await the task"
             )
-        return super().result(timeout)
+        return super().result(0)
 
     def __await__(self) -> Generator[Any, None, Delivery]:
         self._observed = True
@@ -82,8 +82,8 @@ class DeliveryTask(DeliveryFuture):
                 raise
         return self.result()
 
-    def _settle(self, position: tuple[int, int] | None, error: DeliveryError | None) -> None:
-        super()._settle(position, error)
+    def _settle(self, position: tuple[int, int] | None, failure: Any) -> None:
+        super()._settle(position, failure)
         waiters, self._waiters = self._waiters, None
         for waiter in waiters or ():
             if not waiter.done():
@@ -140,10 +140,11 @@ class AsyncPaymentProducer(_ProducerBase):
 
         Raises :class:`DeliveryError` listing every event not delivered.
         """
-        if self._producer is None:
+        producer = self._producer
+        if producer is None:
             return
         try:
-            await self.flush(self._flush_timeout if timeout is None else timeout)
+            await self._flush(producer, self._flush_timeout if timeout is None else timeout, True)
         finally:
             server, self._server = self._server, None
             if server is not None:
@@ -200,9 +201,20 @@ class AsyncPaymentProducer(_ProducerBase):
         """Wait until every queued event is delivered or ``timeout`` passes.
 
         Raises :class:`DeliveryError` with every failed delivery nobody awaited and every
-        event still queued at the deadline.
+        event still queued at the deadline, as the sync producer's ``flush()`` does.
         """
-        producer = self._started()[0]
+        await self._flush(self._started()[0], timeout, False)
+
+    @property
+    def in_flight(self) -> int:
+        """Events queued but not yet acknowledged by the broker."""
+        return len(self._pending)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _flush(self, producer: Any, timeout: float | None, close: bool) -> None:
+        """Wait on the loop (serving reports) until nothing is queued, the cluster refused
+        us, or ``timeout`` passed; then report as the sync producer does."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while (
             self._pending
@@ -212,16 +224,7 @@ class AsyncPaymentProducer(_ProducerBase):
             producer.flush(0)  # sends what lingers now, serves the reports there are
             if self._pending:
                 await asyncio.sleep(_SERVE_INTERVAL)
-        error = self._undelivered_error(still_queued=bool(self._pending))
-        if error is not None:
-            raise error
-
-    @property
-    def in_flight(self) -> int:
-        """Events queued but not yet acknowledged by the broker."""
-        return len(self._pending)
-
-    # -- internals ---------------------------------------------------------------------------
+        self._finish_flush(producer, len(self._pending), close=close)
 
     async def _serve(self, producer: Any) -> None:
         """Serve delivery reports every millisecond while events are in flight; else sleep."""
