@@ -21,6 +21,7 @@ from paykafka._errors import (
     DecodeReason,
     DeliveryError,
     EncodeError,
+    FencedError,
     IncompatibleSchemaError,
     KafkaError,
     PayKafkaError,
@@ -32,9 +33,11 @@ from paykafka._errors import (
     SerdeError,
     StackError,
     SubjectNotFoundError,
+    TransactionError,
     ValidationError,
 )
 from paykafka._event import PaymentEvent, PaymentMethod
+from paykafka._processor import Output, PaymentProcessor
 from paykafka._producer import Delivery, DeliveryFuture, PaymentProducer, key_by_user
 from paykafka._registry import CompatibilityResult, RegisteredSchema, RegistryClient
 from paykafka._schema import PaymentSchema, load_schema
@@ -56,15 +59,18 @@ __all__ = [
     "DeliveryError",
     "DeliveryFuture",
     "EncodeError",
+    "FencedError",
     "GroupLag",
     "IncompatibleSchemaError",
     "KafkaAdmin",
     "KafkaError",
+    "Output",
     "PartitionInfo",
     "PartitionLag",
     "PayKafkaError",
     "PaymentEvent",
     "PaymentMethod",
+    "PaymentProcessor",
     "PaymentProducer",
     "PaymentSchema",
     "PaymentTracker",
@@ -85,6 +91,7 @@ __all__ = [
     "TopicHealth",
     "TopicInfo",
     "TrackedEvent",
+    "TransactionError",
     "ValidationError",
     "__version__",
     "key_by_user",

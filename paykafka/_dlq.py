@@ -25,6 +25,7 @@ __all__ = [
     "DeadLetterQueue",
     "DeadLetterWriter",
     "ReplayResult",
+    "dead_letter_headers",
     "replay_group",
 ]
 
@@ -106,20 +107,9 @@ class DeadLetterWriter:
         attempts: int = 1,
     ) -> None:
         """Copy ``msg`` to the dead-letter topic with why-and-where headers; wait for the ack."""
-        original: Headers = msg.headers() or []
-        headers: list[tuple[str, str | bytes | None]] = [
-            (k, v) for k, v in original if not k.startswith(HEADER_PREFIX)
-        ]
-        headers += [
-            (H_REASON, reason.encode()),
-            (H_MESSAGE, message[:2000].encode()),
-            (H_TOPIC, str(msg.topic()).encode()),
-            (H_PARTITION, str(msg.partition()).encode()),
-            (H_OFFSET, str(msg.offset()).encode()),
-            (H_ATTEMPTS, str(attempts).encode()),
-        ]
-        if schema_id is not None:
-            headers.append((H_SCHEMA_ID, str(schema_id).encode()))
+        headers = dead_letter_headers(
+            msg, reason=reason, message=message, schema_id=schema_id, attempts=attempts
+        )
         outcome: list[Any] = []
         self._producer.produce(
             self._topic,
@@ -149,6 +139,36 @@ class DeadLetterWriter:
     def close(self) -> None:
         """Flush anything left (nothing normally: every write already waited)."""
         self._producer.flush(self._timeout)
+
+
+def dead_letter_headers(
+    msg: Any,
+    *,
+    reason: str,
+    message: str,
+    schema_id: int | None = None,
+    attempts: int = 1,
+) -> list[tuple[str, str | bytes | None]]:
+    """The headers of ``msg``'s dead letter: its own, then why it failed and where it was.
+
+    One definition for every writer: the tracker's synchronous writer and the processor,
+    which writes dead letters inside its transaction.
+    """
+    original: Headers = msg.headers() or []
+    headers: list[tuple[str, str | bytes | None]] = [
+        (k, v) for k, v in original if not k.startswith(HEADER_PREFIX)
+    ]
+    headers += [
+        (H_REASON, reason.encode()),
+        (H_MESSAGE, message[:2000].encode()),
+        (H_TOPIC, str(msg.topic()).encode()),
+        (H_PARTITION, str(msg.partition()).encode()),
+        (H_OFFSET, str(msg.offset()).encode()),
+        (H_ATTEMPTS, str(attempts).encode()),
+    ]
+    if schema_id is not None:
+        headers.append((H_SCHEMA_ID, str(schema_id).encode()))
+    return headers
 
 
 def _int_or(text: str | None, default: _T) -> int | _T:
