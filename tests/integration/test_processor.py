@@ -20,8 +20,13 @@ from paykafka import (
     PaymentEvent,
     PaymentProcessor,
     PaymentProducer,
+    PaymentTracker,
     Settings,
+    load_schema,
 )
+from paykafka._serde import EventSerializer
+
+from ._cli import connection_flags, run_cli
 
 THRESHOLD = Decimal(1000)
 
@@ -182,3 +187,39 @@ def test_without_dead_letters_a_failing_handler_stops_the_processor_uncommitted(
             processor.run(broken, idle_timeout=20, handle_signals=False)
         assert processor.handled == 0
     assert KafkaAdmin(settings).lag(settings.group_id, settings.topic).total == 5
+
+
+def _one_aborted_one_committed(settings: Settings) -> tuple[PaymentEvent, PaymentEvent]:
+    """Write an event in an aborted transaction, then one in a committed one."""
+    aborted, committed = make_events(2, prefix="txn")
+    with PaymentProducer(settings) as plain:
+        schema_id = plain.schema_id
+    serialize = EventSerializer(load_schema(), schema_id)
+    producer = Producer(settings.transactional_producer_config(f"{settings.topic}-raw"))
+    producer.init_transactions(30)
+    for event, commit in ((aborted, False), (committed, True)):
+        producer.begin_transaction()
+        producer.produce(settings.topic, serialize(event), event.user.encode())
+        producer.flush(30)
+        (producer.commit_transaction if commit else producer.abort_transaction)(30)
+    return aborted, committed
+
+
+def test_trackers_and_events_read_committed_hide_aborted_transactions(
+    topic_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The tracker (by default) and `events --read-committed` skip an aborted event;
+    `events` alone, like the console consumer, shows it."""
+    aborted, committed = _one_aborted_one_committed(topic_settings)
+    with PaymentTracker(topic_settings) as tracker:
+        got = [r.event for r in tracker.records(stop_at_end=True)]
+    assert got == [committed]
+    flags = [*connection_flags(topic_settings), "--from-beginning", "--until-end"]
+    code, out, _ = run_cli(capsys, "events", *flags, "--read-committed")
+    assert code == 0
+    assert str(committed.payment_id) in out
+    assert str(aborted.payment_id) not in out
+    code, out, _ = run_cli(capsys, "events", *flags)
+    assert code == 0
+    assert str(aborted.payment_id) in out
+    assert str(committed.payment_id) in out
