@@ -6,15 +6,14 @@ from decimal import Decimal
 
 import paykafka
 
-REVIEW = "payments.review"
-CLEARED = "payments.cleared"
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--threshold", type=Decimal, default=Decimal(1000), help="amounts above go to review"
     )
+    parser.add_argument("--review", default="payments.review", help="topic of big payments")
+    parser.add_argument("--cleared", default="payments.cleared", help="topic of the rest")
     parser.add_argument("--group", default="payment-router", help="consumer group of routers")
     parser.add_argument("--max-events", type=int, help="stop after about this many inputs")
     parser.add_argument("--idle-timeout", type=float, help="stop after N seconds with no input")
@@ -26,11 +25,14 @@ def main() -> None:
     logging.getLogger("paykafka.librdkafka").setLevel(logging.CRITICAL)
 
     def route(event: paykafka.PaymentEvent) -> paykafka.Output:
-        return paykafka.Output(REVIEW if event.amount > args.threshold else CLEARED, event)
+        return paykafka.Output(
+            args.review if event.amount > args.threshold else args.cleared, event
+        )
 
     settings = paykafka.Settings.from_env(group_id=args.group)
-    with paykafka.PaymentProcessor(settings, output_topics=[REVIEW, CLEARED]) as router:
-        print(f"🔀 Routing {settings.topic} -> {REVIEW} / {CLEARED} exactly once", flush=True)
+    outputs = [args.review, args.cleared]
+    with paykafka.PaymentProcessor(settings, output_topics=outputs) as router:
+        print(f"🔀 Routing {settings.topic} -> {' / '.join(outputs)} exactly once", flush=True)
         routed = router.run(
             route,
             max_events=args.max_events,
