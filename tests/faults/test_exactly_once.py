@@ -154,10 +154,20 @@ def _send(settings: Settings, events: list[PaymentEvent]) -> None:
             producer.send(event)
 
 
+_ADMINS: dict[str, KafkaAdmin] = {}
+
+
 def _committed(settings: Settings) -> int:
-    """Inputs the router's group has committed so far."""
+    """Inputs the router's group has committed so far.
+
+    One admin client per test topic, reused: creating one per poll (five a second, with
+    librdkafka logging through Python while brokers are down) crashed the interpreter.
+    """
+    admin = _ADMINS.get(settings.topic)
+    if admin is None:
+        admin = _ADMINS[settings.topic] = KafkaAdmin(settings, timeout=5.0)
     try:
-        lag = KafkaAdmin(settings, timeout=5.0).lag(settings.group_id, settings.topic)
+        lag = admin.lag(settings.group_id, settings.topic)
     except Exception:  # noqa: BLE001 - a broker may be down mid-fault: no progress known yet
         return -1
     return sum(p.committed or 0 for p in lag.partitions)
@@ -266,7 +276,8 @@ def test_leader_sigkill_on_three_brokers_keeps_exactly_once(
     admin = KafkaAdmin(settings, timeout=10.0)
     leader = admin.describe_topic(settings.topic, configs=False).partitions[0].leader
     assert leader is not None
-    router = Router(settings, tmp_path / "router.log").start()
+    # The slowed router: the 15,000 inputs left at the kill take longer than the election.
+    router = Router(settings, tmp_path / "router.log", script=SLOW_ROUTER).start()
     restarts = 0
     try:
         killed_at = _wait_for(settings, 5_000, router, timeout=90)
@@ -283,6 +294,7 @@ def test_leader_sigkill_on_three_brokers_keeps_exactly_once(
                 router.start()
             time.sleep(0.2)
             done = _committed(settings)
+        finished_after_kill = round(time.monotonic() - killed, 1)
         if node is not None:
             node.restart()
     finally:
@@ -294,5 +306,6 @@ def test_leader_sigkill_on_three_brokers_keeps_exactly_once(
         report,
         killed_leader=leader,
         committed_at_kill=killed_at,
+        seconds_from_kill_to_last_commit=finished_after_kill,
         router_restarts=restarts,
     )
