@@ -374,10 +374,15 @@ class PaymentProcessor:
         batch = self._collecting = _Batch()
         deadline: float | None = None
         while len(batch.records) < size and not self._stop.is_set():
-            wait = 0.2 if deadline is None else deadline - time.monotonic()
-            if wait <= 0:
-                break
-            messages = consumer.consume(size - len(batch.records), wait)
+            if deadline is None:
+                # What librdkafka already holds, else the first record to arrive: consume(n, t)
+                # waits for all n, which at a trickle would delay the first by the whole t.
+                messages = consumer.consume(size, 0) or consumer.consume(1, 0.2)
+            else:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    break
+                messages = consumer.consume(size - len(batch.records), wait)
             for msg in messages:
                 if msg.error() is not None:
                     self._on_message_error(msg)

@@ -171,7 +171,7 @@ class Settings:
     isolation_level: str = attrs.field(default="read_committed", validator=_isolation)
     #: Most input events a :class:`~paykafka.PaymentProcessor` handles in one transaction.
     #: ``PAYKAFKA_TRANSACTION_BATCH_SIZE``.
-    transaction_batch_size: int = attrs.field(default=500, converter=int, validator=_positive)
+    transaction_batch_size: int = attrs.field(default=1000, converter=int, validator=_positive)
     #: Milliseconds a processor waits, after the first input of a batch, for more before it
     #: commits: an upper bound on the latency batching adds. ``PAYKAFKA_TRANSACTION_BATCH_MS``.
     transaction_batch_ms: int = attrs.field(default=100, converter=int, validator=_positive)
