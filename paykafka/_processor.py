@@ -213,7 +213,8 @@ class PaymentProcessor:
         self._decode: EventDeserializer | None = None
         self._serializers: dict[str, EventSerializer] = {}
         self._collecting = _Batch()
-        self._failures: dict[tuple[str, int, int], int] = {}
+        # Handler failures per input (topic, partition, offset): how many, and the last error.
+        self._failures: dict[tuple[str, int, int], tuple[int, str]] = {}
         self._backoff = retry_backoff
         self._stop = threading.Event()
         self._assigned: set[tuple[str, int]] = set()
@@ -400,7 +401,14 @@ class PaymentProcessor:
         """Handle ``batch`` in one transaction, until it commits or the processor must stop."""
         while batch.records:
             try:
-                self._transaction(handler, batch)
+                try:
+                    self._transaction(handler, batch)
+                except PayKafkaError as exc:
+                    if not exc.retriable or isinstance(exc, TransactionError):
+                        raise
+                    # A registry or broker outage met on the way (a new output topic's schema):
+                    # the batch is not at fault, so it is retried like an abortable error.
+                    raise self._backing_off(str(exc)) from exc
             except _AbortBatchError as abort:
                 self._abort(batch, str(abort))
                 if abort.delay:
@@ -408,6 +416,13 @@ class PaymentProcessor:
                 if self._stop.is_set():
                     return
                 batch = self._collect()  # read again from where the consumer was sought to
+            except TransactionError:
+                raise  # fenced or broken for good: there is nothing left to abort with
+            except BaseException as exc:
+                # Anything else stops the processor, but nothing of the batch may stay open
+                # and its inputs must be read again by whoever runs next.
+                self._abort(batch, f"{type(exc).__name__}: {exc}")
+                raise
             else:
                 self._backoff = self._retry_backoff
                 return
@@ -418,21 +433,20 @@ class PaymentProcessor:
         written = dead = 0
         for msg in batch.records:
             try:
-                _schema_id, event = decoder.decode(msg.value())
+                schema_id, event = decoder.decode(msg.value())
             except DecodeError as exc:
                 if exc.retriable:  # registry outage: not the record's fault, wait it out
                     raise self._backing_off(f"cannot decode yet: {exc}") from None
                 if not self._dead_letters:
-                    self._abort(batch, f"undecodable input and no dead letters: {exc}")
                     raise
                 self._produce_dead_letter(producer, msg, exc.reason.value, str(exc), exc.schema_id)
                 dead += 1
                 continue
             where = (msg.topic(), msg.partition(), msg.offset())
-            failures = self._failures.get(where, 0)
+            failures, last_error = self._failures.get(where, (0, ""))
             if failures > self._handler_retries:
                 self._produce_dead_letter(
-                    producer, msg, "handler_failed", "handler failed", None, attempts=failures
+                    producer, msg, "handler_failed", last_error, schema_id, attempts=failures
                 )
                 dead += 1
                 continue
@@ -442,9 +456,8 @@ class PaymentProcessor:
                     [] if result is None else [result] if isinstance(result, Output) else [*result]
                 )
             except Exception as exc:
-                self._failures[where] = failures + 1
+                self._failures[where] = (failures + 1, f"{type(exc).__name__}: {exc}")
                 if failures + 1 > self._handler_retries and not self._dead_letters:
-                    self._abort(batch, f"handler failed: {exc!r}")
                     raise
                 log.warning(
                     "handler failed on %s[%d]@%d (attempt %d): %r; the batch is aborted",
@@ -455,7 +468,6 @@ class PaymentProcessor:
                 raise self._backing_off(f"handler failed: {exc!r}") from exc
             for output in outputs:
                 if not isinstance(output, Output):
-                    self._abort(batch, "handler returned a non-Output")
                     raise TypeError(
                         f"the handler must return Outputs, got {type(output).__name__}: "
                         "return [Output(topic, event), ...]"

@@ -223,3 +223,33 @@ def test_trackers_and_events_read_committed_hide_aborted_transactions(
     assert code == 0
     assert str(aborted.payment_id) in out
     assert str(committed.payment_id) in out
+
+
+def test_an_input_the_handler_keeps_failing_on_is_dead_lettered_after_its_retries(
+    routed: tuple[Settings, str, str],
+) -> None:
+    """After handler_retries aborted attempts, the poison input goes to the DLQ in the
+    transaction, with the handler's error; every other input is routed once."""
+    settings, review, cleared = routed
+    sent = make_events(40)
+    poison = sent[17].payment_id
+    _send(settings, sent)
+    route = _router(review, cleared)
+
+    def picky(event: PaymentEvent) -> object:
+        if event.payment_id == poison:
+            raise LookupError("no route for this one")
+        return route(event)  # type: ignore[operator]
+
+    with PaymentProcessor(
+        settings, output_topics=[review, cleared], handler_retries=2, retry_backoff=0.05
+    ) as processor:
+        processor.run(picky, stop_at_end=True, handle_signals=False)  # type: ignore[arg-type]
+        assert processor.dead_lettered == 1
+        assert processor.transactions[1] == 3  # the first try and two retries
+    [letter] = DeadLetterQueue(settings).letters()
+    assert letter.reason == "handler_failed"
+    assert "LookupError: no route for this one" in letter.message
+    seen = read_ids(settings, [review, cleared], isolation="read_committed")
+    assert seen.keys() == {e.payment_id for e in sent} - {poison}
+    assert set(seen.values()) == {1}
