@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -21,13 +21,19 @@ import attrs
 from confluent_kafka import KafkaException, Producer
 
 from paykafka._admin import ensure_topic
-from paykafka._errors import BrokerUnavailableError, DeliveryError, PayKafkaError
+from paykafka._errors import (
+    AuthorizationError,
+    BrokerUnavailableError,
+    DeliveryError,
+    PayKafkaError,
+)
 from paykafka._event import PaymentEvent
 from paykafka._governance import SchemaGate
 from paykafka._registry import RegistryClient
 from paykafka._schema import PaymentSchema, load_schema
+from paykafka._security import SecurityWatch, client_creation_error
 from paykafka._serde import EventSerializer
-from paykafka._settings import Settings
+from paykafka._settings import Settings, client_kafka_options
 
 __all__ = ["Delivery", "DeliveryFuture", "PaymentProducer", "key_by_user"]
 
@@ -35,6 +41,8 @@ log = logging.getLogger(__name__)
 
 # Seconds between the delivery-report polls send() makes on its own.
 _POLL_INTERVAL = 0.001
+# flush() waits in slices this long, checking between them whether the cluster refused us.
+_FLUSH_SLICE = 0.25
 # Seconds start() waits for the cluster when checking the topic exists.
 _ENSURE_TOPIC_TIMEOUT = 5.0
 
@@ -152,6 +160,7 @@ class PaymentProducer:
         key: Callable[[PaymentEvent], str] = key_by_user,
         flush_timeout: float = 30.0,
         queue_timeout: float = 60.0,
+        kafka_options: Mapping[str, Any] | None = None,
         kafka_overrides: dict[str, Any] | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
@@ -161,12 +170,14 @@ class PaymentProducer:
         self._key = key
         self._flush_timeout = flush_timeout
         self._queue_timeout = queue_timeout
-        self._overrides = dict(kafka_overrides or {})
+        self._overrides = client_kafka_options(kafka_options, kafka_overrides, "PaymentProducer")
         self._producer: Producer | None = None
         self._serialize: EventSerializer | None = None
         self._pending: dict[int, DeliveryFuture] = {}
         self._unreported: list[DeliveryFuture] = []
         self._last_error: str | None = None
+        self._watch = SecurityWatch(self.settings)
+        self._refusal: AuthorizationError | None = None
         self._next_poll = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -185,7 +196,10 @@ class PaymentProducer:
         if self.settings.create_topic:
             self._ensure_topic()
         conf = self.settings.producer_config(error_cb=self._on_error, **self._overrides)
-        self._producer = Producer(conf)
+        try:
+            self._producer = Producer(conf)
+        except KafkaException as exc:
+            raise client_creation_error(self.settings, exc) from None
         log.info(
             "producer ready: topic %s, subject %s, schema id %d",
             self.settings.topic,
@@ -248,6 +262,8 @@ class PaymentProducer:
         ``queue_timeout`` seconds: back-pressure, never a silent drop.
         """
         producer, serialize = self._started()
+        if self._watch.error is not None:  # refused once, refused for every event
+            raise self._watch.error
         if not isinstance(event, PaymentEvent):
             raise TypeError(f"send() takes a PaymentEvent, got {type(event).__name__}")
         value = serialize(event)
@@ -301,9 +317,23 @@ class PaymentProducer:
         event still queued at the deadline.
         """
         producer = self._started()[0]
-        left = producer.flush(-1 if timeout is None else timeout)
+        left = self._flush_watched(producer, timeout)
+        refused = self._refusal
         undelivered = [(f.event, str(f._error)) for f in self._unreported if not f._observed]
         self._unreported.clear()
+        if refused is not None:
+            self._refusal = None
+            undelivered.extend((f.event, str(refused)) for f in self._pending.values())
+            raise AuthorizationError(
+                f"{refused}; {len(undelivered)} payment event(s) not delivered",
+                resource_type=refused.resource_type,
+                resource=refused.resource,
+                operation=refused.operation,
+                code=refused.code,
+                undelivered=undelivered,
+            )
+        if left and self._watch.error is not None:
+            raise self._watch.error
         if left:
             reason = f"still queued at the flush deadline ({self._last_error or 'no error seen'})"
             undelivered.extend((f.event, reason) for f in self._pending.values())
@@ -314,6 +344,18 @@ class PaymentProducer:
                 undelivered,
                 retriable=bool(left),
             )
+
+    def _flush_watched(self, producer: Producer, timeout: float | None) -> int:
+        """``flush`` in slices, stopping early when the cluster refused us (login, TLS, ACL):
+        those events would otherwise wait out the whole timeout for nothing."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left_time = _FLUSH_SLICE if deadline is None else deadline - time.monotonic()
+            left = int(producer.flush(max(0.0, min(_FLUSH_SLICE, left_time))))
+            if not left or self._watch.error is not None or self._refusal is not None:
+                return left
+            if deadline is not None and time.monotonic() >= deadline:
+                return left
 
     @property
     def in_flight(self) -> int:
@@ -347,6 +389,9 @@ class PaymentProducer:
         if err is None:
             future._settle((msg.partition(), msg.offset()), None)
             return
+        refused = self._watch.classify(err, resource=self.settings.topic, operation="WRITE")
+        if isinstance(refused, AuthorizationError) and self._refusal is None:
+            self._refusal = refused
         error = DeliveryError(
             f"payment {future.event.payment_id} was not delivered to {self.settings.topic}: "
             f"{err.str()}",
@@ -360,6 +405,11 @@ class PaymentProducer:
 
     def _on_error(self, err: Any) -> None:
         self._last_error = err.str()
+        first = self._watch.error is None
+        if self._watch.observe(err):
+            if first:  # librdkafka repeats it on every reconnect: one line is enough
+                log.error("producer refused: %s", self._watch.error)
+            return
         if err.fatal():
             log.error("fatal producer error: %s", err.str())
         else:

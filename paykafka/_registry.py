@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 import urllib.parse
 from collections.abc import Mapping
@@ -23,13 +24,17 @@ import attrs
 import httpx
 
 from paykafka._errors import (
+    RegistryAuthenticationError,
+    RegistryAuthorizationError,
     RegistryError,
     RegistryIncompatibleError,
     RegistryUnavailableError,
     SchemaNotFoundError,
     SubjectNotFoundError,
+    TlsError,
 )
 from paykafka._schema_cache import SchemaCache
+from paykafka._security import speaks_tls, tls_context
 from paykafka._settings import Settings
 
 __all__ = ["CompatibilityResult", "RegisteredSchema", "RegistryClient"]
@@ -84,12 +89,16 @@ class RegistryClient:
             headers["Authorization"] = f"Bearer {s.registry_token}"
         elif s.registry_username is not None:
             auth = httpx.BasicAuth(s.registry_username, s.registry_password or "")
+        verify: ssl.SSLContext | bool = True
+        if s.registry_ca_location:
+            verify = tls_context(s.registry_ca_location, "PAYKAFKA_REGISTRY_CA_LOCATION")
         self._http = httpx.Client(
             base_url=s.registry_url,
             headers=headers,
             auth=auth,
             timeout=httpx.Timeout(s.registry_timeout),
             transport=transport,
+            verify=verify,
         )
         self._by_id: dict[int, str] = {}
         self._lock = threading.Lock()
@@ -270,6 +279,9 @@ class RegistryClient:
                 "(paykafka stack status) or raise PAYKAFKA_REGISTRY_TIMEOUT"
             ) from None
         except httpx.TransportError as exc:
+            refused = self._tls_refusal(exc)
+            if refused is not None:
+                raise refused from None
             raise RegistryUnavailableError(
                 f"cannot reach the schema registry at {self.url} ({type(exc).__name__}); "
                 "start it (paykafka stack up) or set PAYKAFKA_REGISTRY_URL"
@@ -277,6 +289,37 @@ class RegistryClient:
         if response.is_success:
             return response.json() if response.content else {}
         raise _error_for(response, method, path, self.url)
+
+    def _tls_refusal(self, exc: httpx.TransportError) -> TlsError | None:
+        """A TLS failure behind a transport error: untrusted, expired or wrong-host
+        certificate, or plain HTTP sent to an HTTPS-only registry."""
+        text = str(exc)
+        ca = self._settings.registry_ca_location
+        trusted = f"the CA file {ca}" if ca else "the system's CA certificates"
+        if "CERTIFICATE_VERIFY_FAILED" in text or isinstance(exc.__context__, ssl.SSLError):
+            lowered = text.lower()
+            if "expired" in lowered:
+                why = "its certificate has expired"
+            elif "hostname" in lowered or "ip address mismatch" in lowered:
+                why = "its certificate does not name that host"
+            else:
+                why = (
+                    f"its certificate is not trusted by {trusted}; point "
+                    "PAYKAFKA_REGISTRY_CA_LOCATION at the CA that signed it"
+                )
+            return TlsError(
+                f"TLS to the schema registry at {self.url} failed: {why}",
+                ca_location=ca,
+                code="SSL",
+            )
+        url = self._http.base_url
+        if url.scheme == "http" and url.host and url.port and speaks_tls(url.host, url.port):
+            return TlsError(
+                f"the schema registry at {self.url} expects HTTPS; use an https:// "
+                "PAYKAFKA_REGISTRY_URL (and PAYKAFKA_REGISTRY_CA_LOCATION for a private CA)",
+                code="SSL",
+            )
+        return None
 
 
 def _q(part: str) -> str:
@@ -314,12 +357,22 @@ def _error_for(response: httpx.Response, method: str, path: str, url: str) -> Re
             status=status,
             error_code=code,
         )
-    if status in (401, 403):
-        return RegistryError(
+    if status == 401:
+        return RegistryAuthenticationError(
             f"the schema registry refused the credentials ({status}) for {where}; check "
             "PAYKAFKA_REGISTRY_USERNAME / PAYKAFKA_REGISTRY_PASSWORD or PAYKAFKA_REGISTRY_TOKEN",
             status=status,
             error_code=code,
+        )
+    if status == 403:
+        return RegistryAuthorizationError(
+            f"the schema registry does not allow {method} {path} to this user ({status}); "
+            "ask its operator for the role, or use PAYKAFKA_REGISTRY_USERNAME of a user who "
+            "may",
+            status=status,
+            error_code=code,
+            resource=path,
+            operation=method,
         )
     if status == 404:
         if code == _SCHEMA_NOT_FOUND or path.startswith("/schemas/ids/"):

@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from types import FrameType, TracebackType
 from typing import Any, Self
@@ -37,14 +37,17 @@ from paykafka._errors import DecodeError, KafkaError, PayKafkaError
 from paykafka._event import PaymentEvent
 from paykafka._registry import RegistryClient
 from paykafka._schema import PaymentSchema, load_schema
+from paykafka._security import SecurityWatch, client_creation_error
 from paykafka._serde import EventDeserializer
-from paykafka._settings import Settings
+from paykafka._settings import Settings, client_kafka_options
 
 __all__ = ["PaymentTracker", "TrackedEvent"]
 
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 5.0
+# Seconds without any partition before a tracker checks for plaintext-against-TLS.
+_DIAGNOSE_AFTER = 2.0
 # Records taken from librdkafka per consume() call; see PaymentTracker._next_message.
 _BATCH = 500
 
@@ -83,6 +86,7 @@ class PaymentTracker:
         dead_letters: bool = True,
         handler_retries: int = 3,
         retry_backoff: float = 0.5,
+        kafka_options: Mapping[str, Any] | None = None,
         kafka_overrides: dict[str, Any] | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
@@ -93,7 +97,7 @@ class PaymentTracker:
         self._dead_letters = dead_letters
         self._handler_retries = handler_retries
         self._retry_backoff = retry_backoff
-        self._overrides = dict(kafka_overrides or {})
+        self._overrides = client_kafka_options(kafka_options, kafka_overrides, "PaymentTracker")
         self._consumer: Consumer | None = None
         self._decode: EventDeserializer | None = None
         self._dlq: DeadLetterWriter | None = None
@@ -105,6 +109,9 @@ class PaymentTracker:
         self._at_end: set[tuple[str, int]] = set()
         self._handled = 0
         self._dead_lettered = 0
+        self._watch = SecurityWatch(self.settings, operation="READ")
+        self._started_at = time.monotonic()
+        self._diagnosed = False
         # Grows while the registry is out, across polls; a decoded record resets it.
         self._decode_backoff = retry_backoff
 
@@ -125,7 +132,11 @@ class PaymentTracker:
         )
         if self._from_beginning:
             conf["auto.offset.reset"] = "earliest"
-        self._consumer = Consumer(conf)
+        try:
+            self._consumer = Consumer(conf)
+        except KafkaException as exc:
+            raise client_creation_error(self.settings, exc) from None
+        self._started_at = time.monotonic()
         self._consumer.subscribe(
             [self.settings.topic], on_assign=self._on_assign, on_revoke=self._on_revoke
         )
@@ -195,6 +206,7 @@ class PaymentTracker:
             if left <= 0:
                 return None
             msg = self._next_message(consumer, min(left, 0.5))
+            self._check_access()
             if msg is None:
                 continue
             if msg.error() is not None:
@@ -431,9 +443,24 @@ class PaymentTracker:
         if code == _RdKafkaError._PARTITION_EOF:
             self._at_end.add(tp)
             return
+        refused = self._watch.classify(err)
+        if refused is not None:
+            raise refused
         if err.fatal():
             raise KafkaError(f"fatal consumer error: {err.str()}", code=err.name())
         log.warning("consumer: %s", err.str(), extra={"code": err.name()})
+
+    def _check_access(self) -> None:
+        """Raise a refused login or TLS failure; and if no partition came after a while,
+        check once whether this plaintext client is talking to a TLS listener."""
+        self._watch.check()
+        if (
+            not self._diagnosed
+            and not self._assigned
+            and time.monotonic() - self._started_at > _DIAGNOSE_AFTER
+        ):
+            self._diagnosed = True
+            self._watch.diagnose()
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
@@ -462,6 +489,11 @@ class PaymentTracker:
                 log.warning("commit failed: %s", err.str())
 
     def _on_error(self, err: Any) -> None:
+        first = self._watch.error is None
+        if self._watch.observe(err):
+            if first:  # librdkafka repeats it on every reconnect: one line is enough
+                log.error("tracker refused: %s", self._watch.error)
+            return
         log.warning("consumer: %s", err.str())
 
     def _install_signals(self) -> Callable[[], None] | None:

@@ -31,9 +31,9 @@ import attrs
 
 from paykafka._errors import StackError
 
-from . import _artifacts, _kafka, _logs, _process, _registry
+from . import _artifacts, _kafka, _logs, _process, _registry, _secure
 from ._config import StackConfig
-from ._java import find_java
+from ._java import default_roots, find_java
 from ._process import ProcessRecord
 from ._versions import APICURIO_MIN_JAVA, APICURIO_VERSION, KAFKA_MIN_JAVA, KAFKA_VERSION
 
@@ -113,6 +113,9 @@ class Stack:
                 self._start(missing)
             else:
                 self._wait_ready([], time.monotonic() + self.config.start_timeout)
+            if self.config.secure:  # idempotent: also repairs an `up` cut short before it
+                _secure.setup_cluster(self.config)
+                _secure.write_user_files(self.config)
             return tuple(missing)
 
     def down(self, *, timeout: float = 30.0, purge: bool = False) -> tuple[str, ...]:
@@ -132,7 +135,11 @@ class Stack:
             for path in self._run_dir().glob("*.json"):
                 path.unlink(missing_ok=True)
             if purge:
-                for path in (self.config.state_dir / "kafka", _registry.registry_dir(self.config)):
+                for path in (
+                    self.config.state_dir / "kafka",
+                    _registry.registry_dir(self.config),
+                    _secure.secure_dir(self.config),
+                ):
                     shutil.rmtree(path, ignore_errors=True)
                 (self.config.state_dir / "stack.json").unlink(missing_ok=True)
             stopped = tuple(r.name for r in records)
@@ -150,6 +157,7 @@ class Stack:
                 brokers=layout["brokers"],
                 kafka_port=layout["kafka_port"],
                 registry_port=layout["registry_port"],
+                secure=bool(layout["secure"]),
             )
         names = [f"kafka-{n}" for n in config.node_ids] + [REGISTRY]
         names += sorted(set(records) - set(names))
@@ -236,8 +244,11 @@ class Stack:
     def _start(self, names: Sequence[str], *, wait: bool = True) -> None:
         nodes = [_node_number(n) for n in names if n != REGISTRY]
         java_home = self.config.java_home
+        roots = default_roots(self.config.java_roots)
         kafka_java = (
-            find_java(KAFKA_MIN_JAVA, purpose=f"Kafka {KAFKA_VERSION}", java_home=java_home)
+            find_java(
+                KAFKA_MIN_JAVA, purpose=f"Kafka {KAFKA_VERSION}", java_home=java_home, roots=roots
+            )
             if nodes
             else None
         )
@@ -246,13 +257,20 @@ class Stack:
                 APICURIO_MIN_JAVA,
                 purpose=f"Apicurio Registry {APICURIO_VERSION}",
                 java_home=java_home,
+                roots=roots,
             )
             if REGISTRY in names
             else None
         )
         self._check_ports(names)
-        libs = _artifacts.ensure_kafka(self.config.cache_dir) if nodes else None
-        app = _artifacts.ensure_apicurio(self.config.cache_dir) if registry_java else None
+        if self.config.secure:
+            _secure.ensure_material(self.config)
+        libs, app = _artifacts.ensure_artifacts(
+            self.config.cache_dir,
+            kafka=bool(nodes),
+            registry=registry_java is not None,
+            maven_url=self.config.maven_url,
+        )
         self._save_layout()
 
         started: list[ProcessRecord] = []
@@ -307,10 +325,11 @@ class Stack:
         for node_id in self.config.node_ids:
             if self._is_running(f"kafka-{node_id}"):
                 port = self.config.broker_port(node_id)
+                security = _secure.admin_client_config(self.config) if self.config.secure else None
                 checks.append(
                     (
                         f"Kafka node {node_id} at localhost:{port}",
-                        functools.partial(_kafka.node_ready, node_id, port),
+                        functools.partial(_kafka.node_ready, node_id, port, security),
                     )
                 )
         if self._is_running(REGISTRY):
@@ -318,7 +337,7 @@ class Stack:
             checks.append(
                 (
                     f"the registry at {self.config.registry_url}",
-                    functools.partial(_registry.registry_answers, port),
+                    functools.partial(_registry.registry_answers, port, config=self.config),
                 )
             )
         pending = list(checks)
@@ -368,6 +387,7 @@ class Stack:
             "brokers": self.config.brokers,
             "kafka_port": self.config.kafka_port,
             "registry_port": self.config.registry_port,
+            "secure": int(self.config.secure),
         }
         if extra or (layout and layout != current):
             raise StackError(
@@ -485,15 +505,18 @@ class Stack:
     def _saved_layout(self) -> dict[str, int]:
         try:
             data = json.loads((self.config.state_dir / "stack.json").read_text(encoding="utf-8"))
-            return {k: int(data[k]) for k in ("brokers", "kafka_port", "registry_port")}
+            layout = {k: int(data[k]) for k in ("brokers", "kafka_port", "registry_port")}
         except (OSError, ValueError, KeyError, TypeError):
             return {}
+        layout["secure"] = int(bool(data.get("secure", False)))
+        return layout
 
     def _save_layout(self) -> None:
         data = {
             "brokers": self.config.brokers,
             "kafka_port": self.config.kafka_port,
             "registry_port": self.config.registry_port,
+            "secure": self.config.secure,
             "kafka_version": KAFKA_VERSION,
             "apicurio_version": APICURIO_VERSION,
         }
@@ -532,7 +555,8 @@ def _node_number(name: str) -> int:
 def _describe_layout(layout: dict[str, int]) -> str:
     if not layout:
         return "unknown"
+    secured = ", secured" if layout.get("secure") else ""
     return (
         f"{layout['brokers']} broker(s) from port {layout['kafka_port']}, "
-        f"registry on {layout['registry_port']}"
+        f"registry on {layout['registry_port']}{secured}"
     )
