@@ -14,6 +14,9 @@ def main() -> None:
     parser.add_argument("--currency", default="PLN")
     parser.add_argument("--method", default="credit_card")
     parser.add_argument("--count", type=int, default=1, help="how many events to send")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="optional field"
+    )
     args = parser.parse_args()
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     # librdkafka logs each internal retry; what matters reaches us as paykafka exceptions.
@@ -30,7 +33,11 @@ def main() -> None:
     with paykafka.PaymentProducer() as producer:
         for _ in range(args.count):
             event = paykafka.PaymentEvent(
-                user=args.user, amount=args.amount, currency=args.currency, method=args.method
+                user=args.user,
+                amount=args.amount,
+                currency=args.currency,
+                method=args.method,
+                **paykafka.optional_fields(args.set),
             )
             producer.send(event, on_delivery=report)
 

@@ -43,7 +43,7 @@ from paykafka._errors import (
     TransactionError,
     ValidationError,
 )
-from paykafka._event import PaymentEvent, PaymentMethod
+from paykafka._event import PaymentEvent, PaymentMethod, optional_fields
 from paykafka._processor import Output, PaymentProcessor
 from paykafka._producer import Delivery, DeliveryFuture, PaymentProducer, key_by_user
 from paykafka._registry import CompatibilityResult, RegisteredSchema, RegistryClient
@@ -111,4 +111,5 @@ __all__ = [
     "key_by_user",
     "load_schema",
     "minor_units",
+    "optional_fields",
 ]

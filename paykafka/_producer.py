@@ -30,7 +30,7 @@ from paykafka._errors import (
 from paykafka._event import PaymentEvent
 from paykafka._governance import SchemaGate
 from paykafka._registry import RegistryClient
-from paykafka._schema import PaymentSchema, load_schema
+from paykafka._schema import PaymentSchema, load_schema, require_agreement
 from paykafka._security import SecurityWatch, client_creation_error
 from paykafka._serde import EventSerializer
 from paykafka._settings import Settings, client_kafka_options
@@ -188,6 +188,7 @@ class PaymentProducer:
         if self._producer is not None:
             return self
         schema = self._schema or load_schema(self.settings.schema_path)
+        require_agreement(schema)
         self._schema = schema
         if self._registry is None:
             self._registry = RegistryClient(self.settings)

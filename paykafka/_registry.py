@@ -49,6 +49,7 @@ _VERSION_NOT_FOUND = 40402
 _SCHEMA_NOT_FOUND = 40403
 _SUBJECT_LEVEL_NOT_CONFIGURED = 40408
 _INVALID_SCHEMA = 42201
+_ALREADY_SOFT_DELETED = 40406
 
 
 @attrs.frozen
@@ -212,6 +213,32 @@ class RegistryClient:
         if permanent:
             body = self._request("DELETE", f"/subjects/{_q(subject)}", params={"permanent": "true"})
         return [int(v) for v in body]
+
+    def deleted_or_live_version(self, subject: str, version: int) -> RegisteredSchema:
+        """One version, soft-deleted or not (``?deleted=true``), e.g. to say what a delete
+        removes."""
+        body = self._request(
+            "GET",
+            f"/subjects/{_q(subject)}/versions/{int(version)}",
+            params={"deleted": "true"},
+        )
+        return _registered(body, subject)
+
+    def delete_version(self, subject: str, version: int, *, permanent: bool = False) -> None:
+        """Delete one version: soft (hidden, restored by registering it again), then hard.
+
+        Permanent deletion needs a soft one first on both registries; an already soft-deleted
+        version (``40406``) just goes on to the hard delete.
+        """
+        path = f"/subjects/{_q(subject)}/versions/{int(version)}"
+        try:
+            self._request("DELETE", path)
+        except RegistryError as exc:
+            if not (permanent and exc.error_code == _ALREADY_SOFT_DELETED):
+                raise
+        if permanent:
+            self._request("DELETE", path, params={"permanent": "true"})
+        log.info("deleted %s version %d%s", subject, version, " permanently" if permanent else "")
 
     # -- compatibility -----------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from paykafka._dlq import DeadLetterWriter
 from paykafka._errors import DecodeError, KafkaError, PayKafkaError
 from paykafka._event import PaymentEvent
 from paykafka._registry import RegistryClient
-from paykafka._schema import PaymentSchema, load_schema
+from paykafka._schema import PaymentSchema, load_schema, require_agreement
 from paykafka._security import SecurityWatch, client_creation_error
 from paykafka._serde import EventDeserializer
 from paykafka._settings import Settings, client_kafka_options
@@ -122,6 +122,7 @@ class PaymentTracker:
         if self._consumer is not None:
             return self
         schema = self._schema or load_schema(self.settings.schema_path)
+        require_agreement(schema)
         if self._registry is None:
             self._registry = RegistryClient(self.settings)
         self._decode = EventDeserializer(schema, self._registry.schema_by_id)

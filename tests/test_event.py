@@ -5,6 +5,7 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 import paykafka
 from paykafka import PaymentEvent, PaymentMethod, ValidationError
 from paykafka._currencies import MINOR_UNITS
+from paykafka._event import extra, optional_fields
 
 
 def make(**kw: object) -> PaymentEvent:
@@ -163,6 +165,53 @@ def test_amount_is_valid_exactly_when_rules_allow(currency: str, amount: Decimal
         with pytest.raises(ValidationError) as info:
             make(amount=amount, currency=currency)
         assert info.value.field == "amount"
+
+
+@attrs.frozen(kw_only=True)
+class _WithExtras:
+    text: str | None = extra(str)
+    count: int | None = extra(int)
+    ratio: float | None = extra(float)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("text", 5, "must be a str or None, got int"),
+        ("count", True, "got bool"),
+        ("ratio", "1", "got str"),
+    ],
+)
+def test_optional_extra_fields_are_type_checked(field: str, value: object, needle: str) -> None:
+    """A field declared with extra() checks its type like the core fields, naming the field."""
+    with pytest.raises(ValidationError, match=needle) as caught:
+        _WithExtras(**{field: value})  # type: ignore[arg-type]
+    assert caught.value.field == field
+    assert _WithExtras(text="a", count=2, ratio=1).ratio == 1
+    assert _WithExtras().text is None
+
+
+def test_every_optional_field_round_trips_generically() -> None:
+    """to_dict, from_dict and to_json carry every optional field of the class, not a list."""
+    event = PaymentEvent(user="u", amount="1.00", currency="PLN", method="blik", note="rent")
+    record = event.to_dict()
+    optional = [a.name for a in attrs.fields(PaymentEvent) if a.default is None]
+    assert set(optional) <= set(record)
+    assert PaymentEvent.from_dict(record) == event
+
+
+def test_optional_fields_are_set_from_text_by_name() -> None:
+    """`--set note=rent` reaches any optional field; unknown names and bad text are refused."""
+    assert optional_fields(["note=rent"]) == {"note": "rent"}
+    assert optional_fields([]) == {}
+    with pytest.raises(ValidationError, match="NAME=VALUE with NAME one of note"):
+        optional_fields(["zz_not_a_field=1"])
+    with pytest.raises(ValidationError, match="NAME=VALUE"):
+        optional_fields(["note"])
+    event = PaymentEvent(
+        user="u", amount="1.00", currency="PLN", method="blik", **optional_fields(["note=a=b"])
+    )
+    assert event.note == "a=b"
 
 
 def test_minor_units_are_public() -> None:
