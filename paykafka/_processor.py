@@ -246,7 +246,7 @@ class PaymentProcessor:
         self._producer = self._new_producer()
         consumer = Consumer(
             self.settings.processor_consumer_config(
-                error_cb=self._on_error, **{"enable.partition.eof": True}
+                self._overrides, error_cb=self._on_error, **{"enable.partition.eof": True}
             )
         )
         consumer.subscribe(
@@ -265,7 +265,7 @@ class PaymentProcessor:
         """A transactional producer that has claimed our id (fencing any older holder)."""
         producer = Producer(
             self.settings.transactional_producer_config(
-                self.transactional_id, error_cb=self._on_error, **self._overrides
+                self.transactional_id, self._overrides, error_cb=self._on_error
             )
         )
         try:

@@ -53,12 +53,19 @@ _ENV_PREFIX = "PAYKAFKA_"
 _RDKAFKA_LOG = logging.getLogger("paykafka.librdkafka")
 _T = TypeVar("_T")
 
-# Keys the library owns: a passthrough option may not silently undo a delivery guarantee.
-_PROTECTED_PRODUCER_KEYS = frozenset({"enable.idempotence", "acks", "on_delivery"})
+# Keys the library owns: a passthrough option may not silently undo a delivery guarantee
+# (delivery.report.only.error would leave every delivered event's future waiting forever).
+_PROTECTED_PRODUCER_KEYS = frozenset(
+    {"enable.idempotence", "acks", "on_delivery", "delivery.report.only.error"}
+)
 _PROTECTED_CONSUMER_KEYS = frozenset({"enable.auto.commit", "enable.auto.offset.store"})
 # A processor reading uncommitted inputs would commit outputs of inputs that were aborted.
 _PROTECTED_PROCESSOR_KEYS = _PROTECTED_CONSUMER_KEYS | {"isolation.level"}
 _PROTECTED_TRANSACTIONAL_KEYS = _PROTECTED_PRODUCER_KEYS | {"transactional.id"}
+# librdkafka's other names for protected keys; any key may also carry a "topic." prefix, or
+# sit in a "default.topic.config" mapping.
+_KEY_ALIASES = {"request.required.acks": "acks", "auto.commit.enable": "enable.auto.commit"}
+_TOPIC_CONFIG = "default.topic.config"
 
 
 def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -271,11 +278,15 @@ class Settings:
         conf.update({k: v for k, v in optional.items() if v is not None})
         return conf
 
-    def producer_config(self, **library: Any) -> dict[str, Any]:
+    def producer_config(
+        self, overrides: Mapping[str, Any] | None = None, /, **library: Any
+    ) -> dict[str, Any]:
         """librdkafka producer config: safe defaults, then passthrough, then ``library`` keys.
 
         Defaults: ``acks=all`` and idempotence so a retry never duplicates or reorders one
         user's payments, and compression because payment records compress well.
+        ``overrides`` (a client's ``kafka_overrides=``) go on top of ``kafka_options``, under
+        the same rule: neither may set a key the guarantees rest on.
         """
         conf = self._client_config()
         conf.update(
@@ -286,11 +297,13 @@ class Settings:
                 "linger.ms": 5,
             }
         )
-        conf.update(self._passthrough(_PROTECTED_PRODUCER_KEYS))
+        conf.update(self._passthrough(_PROTECTED_PRODUCER_KEYS, overrides))
         conf.update(library)
         return conf
 
-    def consumer_config(self, **library: Any) -> dict[str, Any]:
+    def consumer_config(
+        self, overrides: Mapping[str, Any] | None = None, /, **library: Any
+    ) -> dict[str, Any]:
         """librdkafka consumer config for at-least-once tracking.
 
         Offsets are *stored* by paykafka only after an event was handled; librdkafka commits
@@ -309,22 +322,29 @@ class Settings:
                 "isolation.level": self.isolation_level,
             }
         )
-        conf.update(self._passthrough(_PROTECTED_CONSUMER_KEYS))
+        conf.update(self._passthrough(_PROTECTED_CONSUMER_KEYS, overrides))
         conf.update(library)
         return conf
 
     def transactional_producer_config(
-        self, transactional_id: str, **library: Any
+        self,
+        transactional_id: str,
+        overrides: Mapping[str, Any] | None = None,
+        /,
+        **library: Any,
     ) -> dict[str, Any]:
         """librdkafka producer config of a processor: the safe defaults plus a transactional id
         (a commit flushes the transaction's records at once, so linger adds no latency there)."""
-        self._passthrough(_PROTECTED_TRANSACTIONAL_KEYS)  # refuses a passthrough transactional.id
-        conf = self.producer_config()
+        # Refuses a passthrough transactional.id (kafka_options or the client's overrides).
+        self._passthrough(_PROTECTED_TRANSACTIONAL_KEYS, overrides)
+        conf = self.producer_config(overrides)
         conf["transactional.id"] = transactional_id
         conf.update(library)
         return conf
 
-    def processor_consumer_config(self, **library: Any) -> dict[str, Any]:
+    def processor_consumer_config(
+        self, overrides: Mapping[str, Any] | None = None, /, **library: Any
+    ) -> dict[str, Any]:
         """librdkafka consumer config of a processor: offsets are committed only by its
         transactions, and only committed inputs are read, whatever ``isolation_level`` says."""
         conf = self._client_config()
@@ -337,7 +357,7 @@ class Settings:
                 "isolation.level": "read_committed",
             }
         )
-        conf.update(self._passthrough(_PROTECTED_PROCESSOR_KEYS))
+        conf.update(self._passthrough(_PROTECTED_PROCESSOR_KEYS, overrides))
         conf.update(library)
         return conf
 
@@ -348,14 +368,35 @@ class Settings:
         conf.update(library)
         return conf
 
-    def _passthrough(self, protected: frozenset[str]) -> dict[str, str]:
-        clash = protected & set(self.kafka_options)
-        if clash:
-            raise ConfigError(
-                f"kafka_options may not set {', '.join(sorted(clash))}: paykafka owns these to "
-                "keep its delivery guarantees; remove them from PAYKAFKA_KAFKA_OPTIONS"
-            )
-        return dict(self.kafka_options)
+    def _passthrough(
+        self, protected: frozenset[str], overrides: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        _refuse_protected(self.kafka_options, protected, "kafka_options (PAYKAFKA_KAFKA_OPTIONS)")
+        _refuse_protected(overrides or {}, protected, "the client's own kafka_options=")
+        return {**self.kafka_options, **(overrides or {})}
+
+
+def _refuse_protected(options: Mapping[str, Any], protected: frozenset[str], source: str) -> None:
+    """The one rule for passthrough librdkafka keys: none may name a protected key.
+
+    Keys are compared by what librdkafka makes of them (alias, ``topic.`` prefix, nested
+    ``default.topic.config``), so ``request.required.acks=1`` cannot stand in for ``acks=1``.
+    """
+    keys = list(options)
+    nested = options.get(_TOPIC_CONFIG)
+    if isinstance(nested, Mapping):
+        keys += list(nested)
+    clash = sorted({str(k) for k in keys if _canonical_key(str(k)) in protected})
+    if clash:
+        raise ConfigError(
+            f"{source} may not set {', '.join(clash)}: paykafka owns these to keep its "
+            "delivery guarantees; remove them"
+        )
+
+
+def _canonical_key(key: str) -> str:
+    key = key.strip().removeprefix("topic.")
+    return _KEY_ALIASES.get(key, key)
 
 
 _SECRET_FIELDS = frozenset(f.name for f in attrs.fields(Settings) if not f.repr)

@@ -127,9 +127,9 @@ class PaymentTracker:
             self._registry = RegistryClient(self.settings)
         self._decode = EventDeserializer(schema, self._registry.schema_by_id)
         conf = self.settings.consumer_config(
+            self._overrides,
             error_cb=self._on_error,
             **{"enable.partition.eof": True},
-            **self._overrides,
         )
         if self._from_beginning:
             conf["auto.offset.reset"] = "earliest"

@@ -95,11 +95,16 @@ def test_processor_configs_read_committed_and_carry_the_transactional_id() -> No
 
 
 def test_passthrough_may_not_weaken_the_processor() -> None:
-    """kafka_options cannot set the isolation level or the transactional id of a processor."""
+    """Neither kafka_options nor a client's overrides may set a processor's isolation level or
+    transactional id."""
     with pytest.raises(ConfigError, match=r"isolation\.level"):
         Settings(kafka_options={"isolation.level": "read_uncommitted"}).processor_consumer_config()
     with pytest.raises(ConfigError, match=r"transactional\.id"):
         Settings(kafka_options={"transactional.id": "x"}).transactional_producer_config("y")
+    with pytest.raises(ConfigError, match=r"isolation\.level"):
+        Settings().processor_consumer_config({"isolation.level": "read_uncommitted"})
+    with pytest.raises(ConfigError, match=r"transactional\.id"):
+        Settings().transactional_producer_config("y", {"transactional.id": "x"})
 
 
 def test_trackers_read_committed_by_default_and_the_variable_switches_it() -> None:
