@@ -27,6 +27,7 @@ from paykafka._errors import (
     DecodeReason,
     DeliveryError,
     EncodeError,
+    FencedError,
     IncompatibleSchemaError,
     KafkaError,
     PayKafkaError,
@@ -42,6 +43,7 @@ from paykafka._errors import (
     StackError,
     SubjectNotFoundError,
     TlsError,
+    TransactionError,
     ValidationError,
 )
 from paykafka._event import PaymentEvent, PaymentMethod, optional_fields
@@ -54,6 +56,7 @@ from paykafka._exactly_once import (
     PostgresInbox,
     SqliteInbox,
 )
+from paykafka._processor import Output, PaymentProcessor
 from paykafka._producer import Delivery, DeliveryFuture, PaymentProducer, key_by_user
 from paykafka._registry import CompatibilityResult, RegisteredSchema, RegistryClient
 from paykafka._schema import PaymentSchema, load_schema
@@ -80,6 +83,7 @@ __all__ = [
     "DeliveryError",
     "DeliveryFuture",
     "EncodeError",
+    "FencedError",
     "GroupLag",
     "Inbox",
     "InboxOutcome",
@@ -89,11 +93,13 @@ __all__ = [
     "Outbox",
     "OutboxRelay",
     "OutboxStatus",
+    "Output",
     "PartitionInfo",
     "PartitionLag",
     "PayKafkaError",
     "PaymentEvent",
     "PaymentMethod",
+    "PaymentProcessor",
     "PaymentProducer",
     "PaymentSchema",
     "PaymentTracker",
@@ -120,6 +126,7 @@ __all__ = [
     "TopicHealth",
     "TopicInfo",
     "TrackedEvent",
+    "TransactionError",
     "ValidationError",
     "__version__",
     "currencies",

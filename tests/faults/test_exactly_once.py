@@ -1,351 +1,315 @@
-"""Exactly-once effects under crashes: the inbox and the outbox lose nothing, apply nothing twice.
+"""Exactly once through ``examples/router.py`` (a PaymentProcessor) while things crash.
 
-Inbox: 20,000 payments on a 6-partition topic; trackers with ``concurrency=16`` and an inbox
-book each into a ledger without a unique key (a payment applied twice would be two rows). One
-tracker is SIGKILLed twice mid-stream and restarted, a second joins in between (a rebalance).
-For SQLite and PostgreSQL: ledger rows = distinct ids = sent, 0 lost.
+The router runs as a real subprocess with a fixed transactional id, as a supervised service
+would. Three faults: the router SIGKILLed mid-transaction and restarted, a frozen router (a
+zombie) fenced by its replacement, and the leader of the input partition SIGKILLed on a
+3-broker cluster. After each, a read_committed reader of both outputs must see every input's
+output exactly once; a read_uncommitted reader shows what the aborted transactions wrote, so
+the test can tell a crash that hid duplicates from one that never made any.
 
-Outbox: business transactions (an order row + its event through the outbox, one in ten rolled
-back) while the relay (``paykafka outbox relay``) is SIGKILLed every few seconds and restarted
-and PostgreSQL is restarted once (immediate mode, like a crash); an inbox tracker downstream
-books what arrives. Every committed order reaches the topic, no rolled-back one does, and the
-ledger holds each committed payment exactly once.
-
-Ports: Kafka 24910, registry 24911 (controller and management 1000 above), PostgreSQL 24960.
+These run on stacks of their own (24600 / 24610 single, 24620-24622 / 24630 cluster; their
+controllers and registry management ports sit 1000 above), under the same host lock as the
+other fault suites.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import attrs
-import psycopg
 import pytest
 from _events import make_events
-from _locks import ports_lock
-from _postgres import PostgresCluster
+from _outputs import read_ids
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from paykafka import Outbox, PaymentEvent, PaymentProducer, PaymentTracker, Settings
+from paykafka import PaymentEvent, PaymentProducer, Settings
+from paykafka._admin import KafkaAdmin
 from paykafka._stack import Stack
 
-from ._support import Report, fresh_settings
+from ._support import KilledNode, Report, fresh_settings
+from .conftest import _own_stack
 
-INBOX_EVENTS = 20_000
-OUTBOX_TRANSACTIONS = 4_000
-PARTITIONS = 6
-PG_PORT = 24960
-ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "router.py"
+SLOW_ROUTER = Path(__file__).resolve().parent / "_router.py"
+SINGLE_KAFKA_PORT, SINGLE_REGISTRY_PORT = 24600, 24610
+CLUSTER_KAFKA_PORT, CLUSTER_REGISTRY_PORT = 24620, 24630
+#: The issue asks 50,000; kept while the whole test stays under ~90 s on a 2-core machine.
+KILL_INPUTS = 50_000
 
 
 @pytest.fixture(scope="module")
-def fault_postgres() -> Iterator[PostgresCluster]:
-    """A PostgreSQL cluster of these tests' own (they restart it)."""
-    with ports_lock(f"paykafka-postgres-{PG_PORT}", wait=600):
-        cluster = PostgresCluster(PG_PORT)
-        cluster.start()
-        try:
-            yield cluster
-        finally:
-            cluster.destroy()
+def eo_single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A one-broker stack of this module's own."""
+    with _own_stack(
+        tmp_path_factory.mktemp("eo-single"),
+        brokers=1,
+        kafka_port=SINGLE_KAFKA_PORT,
+        registry_port=SINGLE_REGISTRY_PORT,
+    ) as stack:
+        yield stack
 
 
-def _env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYKAFKA_")}
-    env.update(
-        PAYKAFKA_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
-        PAYKAFKA_REGISTRY_URL=settings.registry_url,
-        PAYKAFKA_TOPIC=settings.topic,
-        PAYKAFKA_GROUP_ID=settings.group_id,
-        PAYKAFKA_DLQ_TOPIC=settings.dlq_topic,
-        PAYKAFKA_CREATE_TOPIC="false",
-        PYTHONPATH=str(ROOT),
-    )
-    return env
+@pytest.fixture(scope="module")
+def eo_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A three-broker cluster of this module's own."""
+    with _own_stack(
+        tmp_path_factory.mktemp("eo-cluster"),
+        brokers=3,
+        kafka_port=CLUSTER_KAFKA_PORT,
+        registry_port=CLUSTER_REGISTRY_PORT,
+    ) as stack:
+        yield stack
 
 
-class Members:
-    """Inbox tracker processes of one group, started, killed and stopped by the test."""
+class Router:
+    """``examples/router.py`` as a subprocess on ``settings``' topic, group and a fixed id."""
 
-    def __init__(self, url: str, settings: Settings, tmp: Path) -> None:
-        self.url, self.env, self.tmp = url, _env(settings), tmp
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.stats: list[Path] = []
+    def __init__(
+        self, settings: Settings, log: Path, *, script: Path = EXAMPLE, **kafka_options: str
+    ) -> None:
+        self.env = {
+            **os.environ,
+            "PAYKAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            "PAYKAFKA_REGISTRY_URL": settings.registry_url,
+            "PAYKAFKA_TOPIC": settings.topic,
+            "PAYKAFKA_DLQ_TOPIC": settings.dlq_topic,
+            "PAYKAFKA_TRANSACTIONAL_ID": f"{settings.group_id}-router",
+            "PAYKAFKA_CREATE_TOPIC": "false",
+            # The crashed member leaves the group after 6 s instead of 45: restarts are quick.
+            "PAYKAFKA_KAFKA_OPTIONS": json.dumps({"session.timeout.ms": "6000", **kafka_options}),
+        }
+        self.script = script
+        self.group = settings.group_id
+        self.outputs = outputs(settings)
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
 
-    def start(self) -> subprocess.Popen[bytes]:
-        stats = self.tmp / f"stats-{len(self.procs)}.json"
-        self.stats.append(stats)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.faults._inbox_member", self.url, str(stats)],
-            cwd=ROOT,
-            env=self.env,
-        )
-        self.procs.append(proc)
-        return proc
+    def start(self) -> Router:
+        self.starts += 1
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(self.script), *self._args()],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        return self
 
-    def stop_all(self) -> list[int | None]:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        codes: list[int | None] = []
-        for proc in self.procs:
+    def _args(self) -> list[str]:
+        review, cleared = self.outputs
+        if self.script == EXAMPLE:
+            return ["--group", self.group, "--review", review, "--cleared", cleared]
+        return [self.group, review, cleared]
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.wait(10)
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.running:
+            self.signal(signal.SIGTERM)
             try:
-                codes.append(proc.wait(60))
+                self.wait(30)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                codes.append(None)
-        return codes
-
-    def kill_all(self) -> None:
-        for proc in self.procs:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-
-    def duplicates(self) -> int:
-        """Duplicates the cleanly stopped members absorbed (a SIGKILLed one reports none)."""
-        return sum(json.loads(p.read_text())["duplicates"] for p in self.stats if p.exists())
+                self.kill()
 
 
-def _ledger(url: str) -> tuple[int, int, set[str]]:
-    """(rows, distinct ids, the ids) of the ledger."""
-    if url.startswith("postgresql://"):
-        with psycopg.connect(url) as conn:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS ledger (payment_id TEXT NOT NULL, amount TEXT NOT NULL)"
-            )
-            conn.commit()
-            ids = [r[0] for r in conn.execute("SELECT payment_id FROM ledger").fetchall()]
-    else:
-        import sqlite3  # noqa: PLC0415
-
-        conn2 = sqlite3.connect(url, timeout=30)
-        try:
-            conn2.execute(
-                "CREATE TABLE IF NOT EXISTS ledger (payment_id TEXT NOT NULL, amount TEXT NOT NULL)"
-            )
-            conn2.commit()
-            ids = [r[0] for r in conn2.execute("SELECT payment_id FROM ledger").fetchall()]
-        finally:
-            conn2.close()
-    return len(ids), len(set(ids)), set(ids)
+def outputs(settings: Settings) -> list[str]:
+    """The router's two output topics for ``settings``' input."""
+    return [f"{settings.topic}.review", f"{settings.topic}.cleared"]
 
 
-def _wait_for(check: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.2)
-    return False
+def _setup(stack: Stack, replication: int = 1) -> Settings:
+    """A fresh input topic and the router's two outputs (3 partitions each)."""
+    configs = {"min.insync.replicas": "2"} if replication == 3 else None
+    settings = fresh_settings(stack, partitions=3, replication_factor=replication, configs=configs)
+    admin = KafkaAdmin(settings, timeout=30.0)
+    for topic in outputs(settings):
+        admin.create_topic(topic, partitions=3, replication_factor=replication, configs=configs)
+    return settings
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
-def test_inbox_trackers_killed_and_rebalanced_apply_each_payment_once(
-    kind: str,
-    exactly_once_stack: Stack,
-    fault_postgres: PostgresCluster,
-    tmp_path: Path,
-    report: Report,
-) -> None:
-    """SIGKILL twice + a rebalance at concurrency=16: ledger rows = distinct = sent, 0 lost."""
-    settings = fresh_settings(exactly_once_stack, partitions=PARTITIONS)
-    if kind == "sqlite":
-        url = str(tmp_path / "ledger.db")
-    else:
-        url = fault_postgres.create_database(f"inbox_{uuid.uuid4().hex[:8]}")
-    _ledger(url)
-    sent = make_events(INBOX_EVENTS, prefix="eo", users=500)
-    began = time.monotonic()
-    with PaymentProducer(settings) as producer:
-        for event in sent:
+def _send(settings: Settings, events: list[PaymentEvent]) -> None:
+    with PaymentProducer(settings, flush_timeout=120) as producer:
+        for event in events:
             producer.send(event)
-    members = Members(url, settings, tmp_path)
-    kills = 0
+
+
+_WATCHERS: dict[str, Consumer] = {}
+
+
+def _committed(settings: Settings) -> int:
+    """Inputs the router's group has committed so far.
+
+    Read with a consumer's ``committed()`` under the group's id (it never subscribes, so the
+    group does not see it), one per test topic. Not with ``AdminClient``: its
+    ``list_consumer_group_offsets`` crashed the interpreter (SIGSEGV) while a coordinator was
+    moving (confluent-kafka-python#1982, #2118).
+    """
+    watcher = _WATCHERS.get(settings.topic)
+    if watcher is None:
+        conf = settings.consumer_config(**{"enable.auto.commit": False})
+        watcher = _WATCHERS[settings.topic] = Consumer(conf)
     try:
-        first = members.start()
-
-        def booked() -> int:
-            return _ledger(url)[0]
-
-        assert _wait_for(lambda: booked() >= INBOX_EVENTS // 5, 120), "no progress"
-        first.send_signal(signal.SIGKILL)
-        kills += 1
-        first.wait(10)
-        second = members.start()
-        assert _wait_for(lambda: booked() >= 2 * INBOX_EVENTS // 5, 120), "no progress"
-        members.start()  # a rebalance: the group grows to two
-        assert _wait_for(lambda: booked() >= 3 * INBOX_EVENTS // 5, 120), "no progress"
-        second.send_signal(signal.SIGKILL)
-        kills += 1
-        second.wait(10)
-        members.start()
-        _wait_for(lambda: booked() >= INBOX_EVENTS, 120)
-        time.sleep(2.0)  # let redeliveries after the last start settle
-        codes = members.stop_all()
-    finally:
-        members.kill_all()
-    rows, distinct, ids = _ledger(url)
-    lost = len({str(e.payment_id) for e in sent} - ids)
-    report(
-        db=kind,
-        sent=INBOX_EVENTS,
-        ledger_rows=rows,
-        distinct=distinct,
-        lost=lost,
-        duplicates_absorbed=members.duplicates(),
-        sigkills=kills,
-        members=len(members.procs),
-        exit_codes=codes,
-        seconds=round(time.monotonic() - began, 1),
-    )
-    assert lost == 0
-    assert rows == distinct == INBOX_EVENTS
+        parts = watcher.committed([TopicPartition(settings.topic, p) for p in range(3)], 5.0)
+    except KafkaException:  # a broker may be down mid-fault: no progress known yet
+        return -1
+    return sum(tp.offset for tp in parts if tp.offset >= 0)
 
 
-class Shop:
-    """The business: each transaction writes an order and its event through the outbox; one in
-    ten is rolled back. Survives the database restarting (reconnects, tries the next one)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.outbox = Outbox(url)
-        with psycopg.connect(url) as conn:
-            conn.execute("CREATE TABLE orders (payment_id TEXT PRIMARY KEY)")
-            conn.commit()
-        self.rolled_back: set[str] = set()
-        self.done = threading.Event()
-        self.errors = 0
-
-    def run(self, events: list[PaymentEvent]) -> None:
-        conn: Any = None
-        try:
-            for i, event in enumerate(events):
-                try:
-                    if conn is None or conn.closed:
-                        conn = psycopg.connect(self.url)
-                    conn.execute(
-                        "INSERT INTO orders (payment_id) VALUES (%s)", (str(event.payment_id),)
-                    )
-                    self.outbox.add(conn, event)
-                    if i % 10 == 9:
-                        conn.rollback()
-                        self.rolled_back.add(str(event.payment_id))
-                    else:
-                        conn.commit()
-                except Exception:  # noqa: BLE001 - the database restarting, whatever it raises
-                    self.errors += 1
-                    with contextlib.suppress(Exception):
-                        conn.close()
-                    conn = None
-                    time.sleep(0.2)
-        finally:
-            if conn is not None:
-                conn.close()
-            self.done.set()
-
-    def committed(self) -> set[str]:
-        """The ground truth: the orders that are in the database."""
-        with psycopg.connect(self.url) as conn:
-            return {r[0] for r in conn.execute("SELECT payment_id FROM orders").fetchall()}
+def _wait_for(settings: Settings, inputs: int, router: Router, timeout: float) -> int:
+    """Wait until ``inputs`` are committed; returns the count reached."""
+    deadline = time.monotonic() + timeout
+    done = _committed(settings)
+    while done < inputs and time.monotonic() < deadline:
+        assert router.running, router.log.read_text()[-3000:]
+        time.sleep(0.2)
+        done = _committed(settings)
+    return done
 
 
-def test_outbox_relay_killed_and_postgres_restarted_publishes_every_committed_row(
-    exactly_once_stack: Stack,
-    fault_postgres: PostgresCluster,
-    tmp_path: Path,
-    report: Report,
+def _exactly_once(
+    settings: Settings, sent: list[PaymentEvent], report: Report, **figures: object
 ) -> None:
-    """Relay SIGKILLed every 2 s, PostgreSQL restarted once: topic = committed orders, and the
-    downstream inbox tracker books each exactly once."""
-    settings = fresh_settings(exactly_once_stack, partitions=PARTITIONS)
-    shop_url = fault_postgres.create_database(f"shop_{uuid.uuid4().hex[:8]}")
-    ledger_url = fault_postgres.create_database(f"ledger_{uuid.uuid4().hex[:8]}")
-    _ledger(ledger_url)
-    shop = Shop(shop_url)
-    env = _env(settings)
-    relay_cmd = [
-        str(Path(sys.executable).with_name("paykafka")), "outbox", "relay", "--db", shop_url,
-        "--batch-size", "200",
-    ]  # fmt: skip
-    relays: list[subprocess.Popen[bytes]] = []
-    members = Members(ledger_url, settings, tmp_path)
-    events = make_events(OUTBOX_TRANSACTIONS, prefix="shop", users=300)
+    committed = read_ids(settings, outputs(settings), isolation="read_committed", timeout=120)
+    uncommitted = read_ids(settings, outputs(settings), isolation="read_uncommitted", timeout=120)
+    ids = {e.payment_id for e in sent}
+    result = {
+        "inputs": len(sent),
+        "missing": len(ids - committed.keys()),
+        "duplicated_committed": sum(n - 1 for n in committed.values()),
+        "unexpected": len(committed.keys() - ids),
+        "aborted_duplicates_uncommitted": sum(uncommitted.values()) - sum(committed.values()),
+        **figures,
+    }
+    report(**result)
+    assert result["missing"] == 0, result
+    assert result["duplicated_committed"] == 0, result
+    assert result["unexpected"] == 0, result
+
+
+@pytest.mark.timeout(300)
+def test_router_sigkilled_three_times_mid_transaction_outputs_each_input_once(
+    eo_single: Stack, report: Report, tmp_path: Path
+) -> None:
+    """50,000 inputs, router SIGKILLed at 20/45/70 %: 0 missing, 0 duplicated committed."""
+    settings = _setup(eo_single)
+    sent = make_events(KILL_INPUTS, prefix=f"kill-{uuid.uuid4().hex[:6]}")
     began = time.monotonic()
-    writer = threading.Thread(target=shop.run, args=(events,), daemon=True)
-    restarted = False
+    _send(settings, sent)
+    router = Router(settings, tmp_path / "router.log", script=SLOW_ROUTER).start()
+    kills = []
     try:
-        members.start()
-        relays.append(subprocess.Popen(relay_cmd, cwd=ROOT, env=env))
-        writer.start()
-        last_kill = time.monotonic()
-        while not shop.done.is_set():
-            time.sleep(0.2)
-            if time.monotonic() - last_kill >= 2.0:
-                relays[-1].send_signal(signal.SIGKILL)
-                relays[-1].wait(10)
-                relays.append(subprocess.Popen(relay_cmd, cwd=ROOT, env=env))
-                last_kill = time.monotonic()
-            if not restarted and time.monotonic() - began > 5.0:
-                fault_postgres.restart()
-                restarted = True
-        if not restarted:
-            fault_postgres.restart()
-            restarted = True
-        writer.join(30)
-        committed = shop.committed()
-        assert _wait_for(lambda: shop.outbox.status().pending == 0, 120), "relay stuck"
-        assert _wait_for(lambda: _ledger(ledger_url)[0] >= len(committed), 120), "not booked"
-        time.sleep(2.0)
-        relays[-1].send_signal(signal.SIGTERM)
-        relays[-1].wait(30)
-        codes = members.stop_all()
+        for share in (0.20, 0.45, 0.70):
+            reached = _wait_for(settings, int(KILL_INPUTS * share), router, timeout=120)
+            router.kill()
+            kills.append(reached)
+            router.start()
+        done = _wait_for(settings, KILL_INPUTS, router, timeout=120)
     finally:
-        members.kill_all()
-        for proc in relays:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-    published = _topic_ids(settings)
-    rows, distinct, booked = _ledger(ledger_url)
-    report(
-        transactions=OUTBOX_TRANSACTIONS,
-        committed=len(committed),
-        rolled_back=len(shop.rolled_back),
-        failed_during_restart=shop.errors,
-        published_records=sum(published.values()),
-        published_distinct=len(published),
-        lost=len(committed - published.keys()),
-        rolled_back_published=len(shop.rolled_back & published.keys()),
-        ledger_rows=rows,
-        ledger_distinct=distinct,
-        relay_sigkills=len(relays) - 1,
-        postgres_restarts=1,
-        duplicates_absorbed=members.duplicates(),
-        exit_codes=codes,
-        seconds=round(time.monotonic() - began, 1),
+        router.stop()
+    assert done == KILL_INPUTS, router.log.read_text()[-3000:]
+    seconds = round(time.monotonic() - began, 1)
+    _exactly_once(settings, sent, report, committed_at_kills=kills, seconds=seconds)
+    uncommitted = read_ids(settings, outputs(settings), isolation="read_uncommitted")
+    assert sum(uncommitted.values()) > KILL_INPUTS, "no kill hit an open transaction"
+
+
+@pytest.mark.timeout(240)
+def test_a_frozen_router_is_fenced_by_its_replacement(
+    eo_single: Stack, report: Report, tmp_path: Path
+) -> None:
+    """SIGSTOP a router mid-stream, start another with the same id, SIGCONT the first:
+    the zombie stops with FencedError and nothing is written twice."""
+    settings = _setup(eo_single)
+    sent = make_events(20_000, prefix=f"zombie-{uuid.uuid4().hex[:6]}")
+    late = make_events(1_000, prefix=f"late-{uuid.uuid4().hex[:6]}")
+    _send(settings, sent)
+    zombie = Router(settings, tmp_path / "zombie.log").start()
+    heir = Router(settings, tmp_path / "heir.log")
+    try:
+        frozen_at = _wait_for(settings, 5_000, zombie, timeout=60)
+        zombie.signal(signal.SIGSTOP)
+        heir.start()
+        _wait_for(settings, len(sent), heir, timeout=120)
+        zombie.signal(signal.SIGCONT)
+        # More input, so the zombie (which may rejoin the group) certainly tries a transaction.
+        _send(settings, late)
+        done = _wait_for(settings, len(sent) + len(late), heir, timeout=120)
+        zombie_exit = zombie.wait(60)
+    finally:
+        zombie.signal(signal.SIGCONT)
+        zombie.stop()
+        heir.stop()
+    sent += late
+    assert done == len(sent)
+    zombie_log = zombie.log.read_text()
+    assert zombie_exit != 0, zombie_log[-3000:]
+    assert "fenced" in zombie_log, zombie_log[-3000:]
+    _exactly_once(settings, sent, report, committed_when_frozen=frozen_at)
+
+
+@pytest.mark.timeout(420)
+def test_leader_sigkill_on_three_brokers_keeps_exactly_once(
+    eo_cluster: Stack, report: Report, tmp_path: Path
+) -> None:
+    """SIGKILL of the input partition 0 leader while routing: still 0 missing, 0 duplicated."""
+    settings = _setup(eo_cluster, replication=3)
+    sent = make_events(12_000, prefix=f"leader-{uuid.uuid4().hex[:6]}")
+    _send(settings, sent)
+    admin = KafkaAdmin(settings, timeout=10.0)
+    leader = admin.describe_topic(settings.topic, configs=False).partitions[0].leader
+    assert leader is not None
+    # The slowed router: the inputs left at the kill take longer than the election (6 s).
+    router = Router(settings, tmp_path / "router.log", script=SLOW_ROUTER).start()
+    restarts = 0
+    try:
+        killed_at = _wait_for(settings, 4_000, router, timeout=90)
+        node: KilledNode | None = KilledNode(eo_cluster, leader).kill()
+        killed = time.monotonic()
+        deadline = killed + 240
+        done = _committed(settings)
+        while done < len(sent) and time.monotonic() < deadline:
+            if node is not None and time.monotonic() - killed > 10:
+                node.restart()  # after a new leader took over and served for a while
+                node = None
+            if not router.running:  # a supervisor restarts a router that gave up
+                restarts += 1
+                router.start()
+            time.sleep(0.2)
+            done = _committed(settings)
+        finished_after_kill = round(time.monotonic() - killed, 1)
+        if node is not None:
+            node.restart()
+    finally:
+        router.stop()
+    assert done == len(sent), router.log.read_text()[-3000:]
+    _exactly_once(
+        settings,
+        sent,
+        report,
+        killed_leader=leader,
+        committed_at_kill=killed_at,
+        seconds_from_kill_to_last_commit=finished_after_kill,
+        router_restarts=restarts,
     )
-    assert committed - published.keys() == set()
-    assert published.keys() <= committed
-    assert not shop.rolled_back & published.keys()
-    assert rows == distinct == len(committed)
-    assert booked == committed
-
-
-def _topic_ids(settings: Settings) -> dict[str, int]:
-    """Every payment id on the topic with how often it is there."""
-    counts: dict[str, int] = {}
-    reader = attrs.evolve(settings, group_id=f"{settings.group_id}-audit")
-    with PaymentTracker(reader, from_beginning=True) as tracker:
-        for record in tracker.records(stop_at_end=True, idle_timeout=30):
-            key = str(record.event.payment_id)
-            counts[key] = counts.get(key, 0) + 1
-    return counts

@@ -55,6 +55,24 @@ def check_tracker(settings: paykafka.Settings) -> None:
         assert_type(tracker.handled, int)
 
 
+def check_processor(settings: paykafka.Settings) -> None:
+    def route(event: paykafka.PaymentEvent) -> list[paykafka.Output]:
+        return [paykafka.Output("payments.review", event)]
+
+    def one(event: paykafka.PaymentEvent) -> paykafka.Output | None:
+        return None
+
+    with paykafka.PaymentProcessor(settings, output_topics=["payments.review"]) as processor:
+        assert_type(processor, paykafka.PaymentProcessor)
+        assert_type(processor.run(route, max_events=1), int)
+        assert_type(processor.run(one, idle_timeout=1.0), int)
+        assert_type(processor.transactions, tuple[int, int])
+    try:
+        processor.run(route)
+    except paykafka.FencedError as exc:
+        assert_type(exc.code, str | None)
+
+
 def check_errors() -> None:
     try:
         paykafka.Settings.from_env()
