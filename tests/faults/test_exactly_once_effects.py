@@ -43,6 +43,9 @@ from ._support import Report, fresh_settings
 
 INBOX_EVENTS = 20_000
 OUTBOX_TRANSACTIONS = 4_000
+# Business transactions per second: the writes span ~10 s, so the relay is killed ~5 times and
+# PostgreSQL restarted while they go on.
+OUTBOX_RATE = 400
 PARTITIONS = 6
 PG_PORT = 24960
 ROOT = Path(__file__).resolve().parents[2]
@@ -228,8 +231,12 @@ class Shop:
 
     def run(self, events: list[PaymentEvent]) -> None:
         conn: Any = None
+        began = time.monotonic()
         try:
             for i, event in enumerate(events):
+                ahead = began + i / OUTBOX_RATE - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
                 try:
                     if conn is None or conn.closed:
                         conn = psycopg.connect(self.url)
@@ -295,7 +302,7 @@ def test_outbox_relay_killed_and_postgres_restarted_publishes_every_committed_ro
                 relays[-1].wait(10)
                 relays.append(subprocess.Popen(relay_cmd, cwd=ROOT, env=env))
                 last_kill = time.monotonic()
-            if not restarted and time.monotonic() - began > 5.0:
+            if not restarted and time.monotonic() - began > 4.0:
                 fault_postgres.restart()
                 restarted = True
         if not restarted:
