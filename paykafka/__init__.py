@@ -35,6 +35,7 @@ from paykafka._errors import (
     ValidationError,
 )
 from paykafka._event import PaymentEvent, PaymentMethod
+from paykafka._observability import Telemetry
 from paykafka._producer import Delivery, DeliveryFuture, PaymentProducer, key_by_user
 from paykafka._registry import CompatibilityResult, RegisteredSchema, RegistryClient
 from paykafka._schema import PaymentSchema, load_schema
@@ -80,6 +81,7 @@ __all__ = [
     "Settings",
     "StackError",
     "SubjectNotFoundError",
+    "Telemetry",
     "TopicConfig",
     "TopicDescription",
     "TopicHealth",

@@ -24,6 +24,8 @@ from paykafka._admin import ensure_topic
 from paykafka._errors import BrokerUnavailableError, DeliveryError, PayKafkaError
 from paykafka._event import PaymentEvent
 from paykafka._governance import SchemaGate
+from paykafka._observability import Telemetry, telemetry_for
+from paykafka._observability._telemetry import SendToken
 from paykafka._registry import RegistryClient
 from paykafka._schema import PaymentSchema, load_schema
 from paykafka._serde import EventSerializer
@@ -65,7 +67,7 @@ class DeliveryFuture:
     the :class:`Delivery` is built when asked for, from the (partition, offset) the report gave.
     """
 
-    __slots__ = ("_callbacks", "_error", "_observed", "_position", "_producer", "event")
+    __slots__ = ("_callbacks", "_error", "_observed", "_position", "_producer", "_token", "event")
 
     def __init__(self, event: PaymentEvent, producer: PaymentProducer) -> None:
         self.event = event
@@ -74,6 +76,8 @@ class DeliveryFuture:
         self._error: DeliveryError | None = None
         self._callbacks: list[Callable[[DeliveryFuture], None]] | None = None
         self._observed = False
+        #: Telemetry's handle on this send (span, start time); ``None`` when telemetry is off.
+        self._token: SendToken | None = None
 
     def __call__(self, err: Any, msg: Any) -> None:
         """librdkafka's delivery report for this event (not for callers)."""
@@ -153,8 +157,10 @@ class PaymentProducer:
         flush_timeout: float = 30.0,
         queue_timeout: float = 60.0,
         kafka_overrides: dict[str, Any] | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
+        self._telemetry = telemetry
         self._registry = registry
         self._owns_registry = registry is None
         self._schema = schema
@@ -184,6 +190,7 @@ class PaymentProducer:
         self._serialize = EventSerializer(schema, schema_id)
         if self.settings.create_topic:
             self._ensure_topic()
+        self._telemetry = telemetry_for(self.settings, self._telemetry)
         conf = self.settings.producer_config(error_cb=self._on_error, **self._overrides)
         self._producer = Producer(conf)
         log.info(
@@ -255,10 +262,20 @@ class PaymentProducer:
         if on_delivery is not None:
             future.add_done_callback(on_delivery)
         key = self._key(event).encode()
+        telemetry = self._telemetry
+        headers: list[tuple[str, str | bytes | None]] | None = None
+        if telemetry is not None:
+            future._token = token = telemetry.sending(self.settings.topic, event, key)
+            headers = token.headers or None
         deadline: float | None = None
         while True:
             try:
-                producer.produce(self.settings.topic, value, key, on_delivery=future)
+                if headers is None:
+                    producer.produce(self.settings.topic, value, key, on_delivery=future)
+                else:
+                    producer.produce(
+                        self.settings.topic, value, key, on_delivery=future, headers=headers
+                    )
                 break
             except BufferError:
                 now = time.monotonic()
@@ -269,6 +286,7 @@ class PaymentProducer:
                         f"{self.settings.bootstrap_servers} is not taking events "
                         f"({self._last_error or 'no error reported'})"
                     )
+                    self._telemetry_failed(future, "_QUEUE_FULL")
                     raise DeliveryError(
                         f"{reason}; payment {event.payment_id} was not queued, send it again",
                         [(event, reason)],
@@ -278,6 +296,7 @@ class PaymentProducer:
                 producer.poll(0.05)
             except KafkaException as exc:
                 err = exc.args[0]
+                self._telemetry_failed(future, err.name())
                 raise DeliveryError(
                     f"cannot queue payment {event.payment_id}: {err.str()}",
                     [(event, err.str())],
@@ -344,9 +363,13 @@ class PaymentProducer:
 
     def _on_delivery(self, future: DeliveryFuture, err: Any, msg: Any) -> None:
         self._pending.pop(id(future), None)
+        token = future._token
         if err is None:
+            if token is not None and self._telemetry is not None:
+                self._telemetry.delivered(token, msg.partition(), msg.offset())
             future._settle((msg.partition(), msg.offset()), None)
             return
+        self._telemetry_failed(future, err.name())
         error = DeliveryError(
             f"payment {future.event.payment_id} was not delivered to {self.settings.topic}: "
             f"{err.str()}",
@@ -357,6 +380,10 @@ class PaymentProducer:
         log.warning("%s", error, extra={"payment_id": str(future.event.payment_id)})
         future._settle(None, error)
         self._unreported.append(future)
+
+    def _telemetry_failed(self, future: DeliveryFuture, code: str) -> None:
+        if future._token is not None and self._telemetry is not None:
+            self._telemetry.failed(future._token, code)
 
     def _on_error(self, err: Any) -> None:
         self._last_error = err.str()

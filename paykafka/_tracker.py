@@ -35,6 +35,8 @@ from confluent_kafka import KafkaError as _RdKafkaError
 from paykafka._dlq import DeadLetterWriter
 from paykafka._errors import DecodeError, KafkaError, PayKafkaError
 from paykafka._event import PaymentEvent
+from paykafka._observability import Telemetry, telemetry_for
+from paykafka._observability._telemetry import STATISTICS_INTERVAL_MS
 from paykafka._registry import RegistryClient
 from paykafka._schema import PaymentSchema, load_schema
 from paykafka._serde import EventDeserializer
@@ -84,8 +86,10 @@ class PaymentTracker:
         handler_retries: int = 3,
         retry_backoff: float = 0.5,
         kafka_overrides: dict[str, Any] | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
+        self._telemetry = telemetry
         self._registry = registry
         self._owns_registry = registry is None
         self._schema = schema
@@ -118,11 +122,14 @@ class PaymentTracker:
         if self._registry is None:
             self._registry = RegistryClient(self.settings)
         self._decode = EventDeserializer(schema, self._registry.schema_by_id)
-        conf = self.settings.consumer_config(
-            error_cb=self._on_error,
-            **{"enable.partition.eof": True},
-            **self._overrides,
-        )
+        self._telemetry = telemetry = telemetry_for(self.settings, self._telemetry)
+        library: dict[str, Any] = {"enable.partition.eof": True}
+        if telemetry is not None and telemetry.wants_statistics:
+            group = self.settings.group_id
+            library["statistics.interval.ms"] = STATISTICS_INTERVAL_MS
+            library["stats_cb"] = lambda stats: telemetry.statistics(group, stats)
+        library.update(self._overrides)
+        conf = self.settings.consumer_config(error_cb=self._on_error, **library)
         if self._from_beginning:
             conf["auto.offset.reset"] = "earliest"
         self._consumer = Consumer(conf)
@@ -310,11 +317,17 @@ class PaymentTracker:
 
     def _handle(self, handler: Callable[[PaymentEvent], object], record: TrackedEvent) -> None:
         delay = self._retry_backoff
+        telemetry = self._telemetry
         for attempt in range(1, self._handler_retries + 2):
             try:
-                handler(record.event)
+                if telemetry is None:
+                    handler(record.event)
+                else:
+                    self._observed_call(telemetry, handler, record)
             except Exception as exc:
                 if attempt <= self._handler_retries and not self._stop.is_set():
+                    if telemetry is not None:
+                        telemetry.retried(record.topic, self.settings.group_id)
                     log.warning(
                         "handler failed on %s[%d]@%d (attempt %d): %r; retrying in %.1fs",
                         record.topic,
@@ -341,7 +354,24 @@ class PaymentTracker:
                     attempts=attempt,
                 )
                 return
+            if telemetry is not None:
+                telemetry.handled(record.topic, self.settings.group_id)
             return
+
+    def _observed_call(
+        self, telemetry: Telemetry, handler: Callable[[PaymentEvent], object], record: TrackedEvent
+    ) -> None:
+        msg = self._unacked
+        with telemetry.handling(
+            topic=record.topic,
+            group=self.settings.group_id,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            event=record.event,
+            headers=msg.headers() if msg is not None else None,
+        ):
+            handler(record.event)
 
     def _dead_letter(
         self,
@@ -365,6 +395,8 @@ class PaymentTracker:
             self._rewind(msg)  # not dead-lettered, so not skipped either
             raise
         self._dead_lettered += 1
+        if self._telemetry is not None:
+            self._telemetry.dead_lettered(msg.topic(), self.settings.group_id, reason)
         if self._consumer is not None:
             self._consumer.store_offsets(message=msg)
 

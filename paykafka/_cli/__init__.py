@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from paykafka._cli import _dlq_cmd, _ops_cmd, _schema_cmd, _stack_cmd
+from paykafka._cli import _dlq_cmd, _ops_cmd, _schema_cmd, _stack_cmd, _top_cmd
 from paykafka._cli._common import (
     EXIT_FAILURE,
     EXIT_TOPIC,
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (_stack_cmd, _schema_cmd, _ops_cmd, _dlq_cmd):
+    for module in (_stack_cmd, _schema_cmd, _ops_cmd, _dlq_cmd, _top_cmd):
         module.register(sub)
     return parser
 
