@@ -27,7 +27,7 @@ __all__ = ["SendToken", "Telemetry", "telemetry_for"]
 log = logging.getLogger(__name__)
 
 #: Headers as librdkafka takes and gives them.
-Headers = Sequence[tuple[str, bytes | None]]
+Headers = Sequence[tuple[str, str | bytes | None]]
 
 
 class SendToken:

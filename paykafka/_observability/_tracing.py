@@ -75,7 +75,7 @@ class Tracing:
         offset: int,
         key: str | None,
         event: PaymentEvent,
-        headers: Sequence[tuple[str, bytes | None]] | None,
+        headers: Sequence[tuple[str, str | bytes | None]] | None,
     ) -> Iterator[Any]:
         """A ``process <topic>`` CONSUMER span around a handler call.
 
@@ -84,7 +84,7 @@ class Tracing:
         no tracing still gets its span.
         """
         carrier = {
-            name: value.decode("ascii", "replace")
+            name: value.decode("ascii", "replace") if isinstance(value, bytes) else value
             for name, value in headers or ()
             if name in TRACE_HEADERS and value is not None
         }

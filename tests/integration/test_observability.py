@@ -7,15 +7,16 @@ import socket
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pexpect
 import pytest
 from _events import make_events
 from confluent_kafka import Producer
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -25,6 +26,12 @@ from paykafka import KafkaAdmin, PaymentProducer, PaymentTracker, Settings, Tele
 from ._cli import connection_flags, run_cli
 
 PAYKAFKA = str(Path(sys.executable).with_name("paykafka"))
+
+
+def attributes(span: ReadableSpan) -> Mapping[str, Any]:
+    """A finished span's attributes (never None once ended)."""
+    assert span.attributes is not None
+    return span.attributes
 
 
 @pytest.fixture
@@ -51,25 +58,25 @@ def test_one_trace_from_send_to_handler(
     assert handled == 20
     finished = exporter.get_finished_spans()
     sends = {
-        s.attributes["messaging.message.id"]: s for s in finished if s.kind is SpanKind.PRODUCER
+        attributes(s)["messaging.message.id"]: s for s in finished if s.kind is SpanKind.PRODUCER
     }
     processes = [s for s in finished if s.kind is SpanKind.CONSUMER]
     assert set(sends) == {str(e.payment_id) for e in events}
     assert len(processes) == 20
     for process in processes:
-        send = sends[process.attributes["messaging.message.id"]]
+        send = sends[attributes(process)["messaging.message.id"]]
         assert process.context.trace_id == send.context.trace_id
         assert process.parent is not None
         assert process.parent.span_id == send.context.span_id
-        assert process.attributes["messaging.destination.name"] == topic_settings.topic
-        assert process.attributes["messaging.consumer.group.name"] == topic_settings.group_id
+        assert attributes(process)["messaging.destination.name"] == topic_settings.topic
+        assert attributes(process)["messaging.consumer.group.name"] == topic_settings.group_id
         assert (
-            process.attributes["messaging.destination.partition.id"]
-            == send.attributes["messaging.destination.partition.id"]
+            attributes(process)["messaging.destination.partition.id"]
+            == attributes(send)["messaging.destination.partition.id"]
         )
         assert (
-            process.attributes["messaging.kafka.offset"]
-            == send.attributes["messaging.kafka.offset"]
+            attributes(process)["messaging.kafka.offset"]
+            == attributes(send)["messaging.kafka.offset"]
         )
 
 
