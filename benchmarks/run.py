@@ -19,11 +19,11 @@ from typing import Any
 
 import confluent_kafka
 
-from benchmarks import memory, pipeline, serde
+from benchmarks import memory, observability, pipeline, serde
 from benchmarks._common import Row, render
 from paykafka import Settings
 
-PARTS = ("serde", "e2e", "latency", "memory")
+PARTS = ("serde", "e2e", "latency", "memory", "observability")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,6 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sizes = [25_000, 50_000, 100_000] if quick else [250_000, 500_000, 1_000_000]
         _progress(f"memory at N = {', '.join(f'{n:,}' for n in sizes)}")
         rows += memory.run(settings, sizes)
+    if "observability" in parts:
+        n = args.e2e_n or (20_000 if quick else 100_000)
+        _progress(f"observability costs, {n:,} events per configuration")
+        rows += observability.run(settings, n, args.rounds or (1 if quick else 2))
     report = {
         "environment": _environment(settings),
         "quick": quick,

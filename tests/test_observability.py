@@ -277,3 +277,20 @@ def test_top_first_refresh_has_no_rates() -> None:
     assert top.topics[0].in_rate is None
     assert all(g.out_rate is None for g in top.groups)
     assert top.topics[0].health == "healthy"
+
+
+def test_off_imports_neither_extra() -> None:
+    """With telemetry off, a producer/tracker process never imports opentelemetry or prometheus."""
+    import subprocess  # noqa: PLC0415
+
+    code = (
+        "import sys, paykafka\n"
+        "from paykafka._observability import telemetry_for\n"
+        "assert telemetry_for(paykafka.Settings()) is None\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'opentelemetry', 'prometheus_client', 'rich'}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"

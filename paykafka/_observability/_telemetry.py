@@ -8,10 +8,11 @@ None`` and nothing else; with every view off, :func:`telemetry_for` returns ``No
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from paykafka._errors import ConfigError
@@ -85,29 +86,27 @@ class Telemetry:
         if self.tracing is not None:
             span, headers = self.tracing.start_send(topic, event, key)
         if self.metrics is not None:
-            self.metrics.sent.labels(topic).inc()
+            self.metrics.producing(topic).sent.inc()
         return SendToken(topic, time.perf_counter(), span, headers)
 
     def delivered(self, token: SendToken, partition: int, offset: int) -> None:
         """The broker acknowledged the event."""
         if self.metrics is not None:
-            self.metrics.delivered.labels(token.topic).inc()
-            self.metrics.delivery_latency.labels(token.topic).observe(
-                time.perf_counter() - token.started
-            )
+            series = self.metrics.producing(token.topic)
+            series.delivered.inc()
+            series.latency.observe(time.perf_counter() - token.started)
         if token.span is not None and self.tracing is not None:
             self.tracing.end_send(token.span, partition, offset, None)
 
     def failed(self, token: SendToken, code: str) -> None:
         """The event was not delivered (``code`` is librdkafka's error name)."""
         if self.metrics is not None:
-            self.metrics.failed.labels(token.topic, code).inc()
+            self.metrics.failed.labels_(token.topic, code).inc()
         if token.span is not None and self.tracing is not None:
             self.tracing.end_send(token.span, None, None, code)
 
     # -- handling ----------------------------------------------------------------------------
 
-    @contextlib.contextmanager
     def handling(
         self,
         *,
@@ -118,48 +117,42 @@ class Telemetry:
         key: str | None,
         event: PaymentEvent,
         headers: Headers | None,
-    ) -> Iterator[None]:
+    ) -> AbstractContextManager[object]:
         """Around one handler call: a consumer span continuing the sender's trace, a timer.
 
         An exception from the handler is recorded (``error.type``) and re-raised unchanged.
         """
-        started = time.perf_counter()
-        with contextlib.ExitStack() as stack:
-            if self.tracing is not None:
-                stack.enter_context(
-                    self.tracing.process(
-                        topic=topic,
-                        group=group,
-                        partition=partition,
-                        offset=offset,
-                        key=key,
-                        event=event,
-                        headers=headers,
-                    )
-                )
-            try:
-                yield
-            finally:
-                if self.metrics is not None:
-                    self.metrics.handler_duration.labels(topic, group).observe(
-                        time.perf_counter() - started
-                    )
+        span = None
+        if self.tracing is not None:
+            span = self.tracing.process(
+                topic=topic,
+                group=group,
+                partition=partition,
+                offset=offset,
+                key=key,
+                event=event,
+                headers=headers,
+            )
+        duration = None
+        if self.metrics is not None:
+            duration = self.metrics.consuming(topic, group).duration
+        return _Handling(span, duration)
 
     def handled(self, topic: str, group: str) -> None:
         if self.metrics is not None:
-            self.metrics.handled.labels(topic, group).inc()
+            self.metrics.consuming(topic, group).handled.inc()
 
     def retried(self, topic: str, group: str) -> None:
         if self.metrics is not None:
-            self.metrics.retried.labels(topic, group).inc()
+            self.metrics.retried.labels_(topic, group).inc()
 
     def dead_lettered(self, topic: str, group: str, reason: str) -> None:
         if self.metrics is not None:
-            self.metrics.dead_lettered.labels(topic, group, reason).inc()
+            self.metrics.dead_lettered.labels_(topic, group, reason).inc()
 
     def duplicate(self, topic: str, group: str) -> None:
         if self.metrics is not None:
-            self.metrics.duplicates.labels(topic, group).inc()
+            self.metrics.duplicates.labels_(topic, group).inc()
 
     def in_flight(self, topic: str, group: str, count: int) -> None:
         if self.metrics is not None:
@@ -178,6 +171,34 @@ class Telemetry:
     def wants_statistics(self) -> bool:
         """Whether clients should ask librdkafka for statistics (metrics only)."""
         return self.metrics is not None
+
+
+class _Handling:
+    """The context of one handler call (a plain class: cheaper than a generator per event)."""
+
+    __slots__ = ("_duration", "_span", "_started")
+
+    def __init__(self, span: AbstractContextManager[Any] | None, duration: Any) -> None:
+        self._span = span
+        self._duration = duration
+        self._started = 0.0
+
+    def __enter__(self) -> object:
+        if self._span is not None:
+            self._span.__enter__()
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._duration is not None:
+            self._duration.observe(time.perf_counter() - self._started)
+        if self._span is not None:
+            self._span.__exit__(exc_type, exc, tb)
 
 
 #: Statistics interval asked of librdkafka when metrics are on: lag is a gauge, scraped
