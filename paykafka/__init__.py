@@ -13,6 +13,7 @@ from paykafka._admin import (
     TopicHealth,
     TopicInfo,
 )
+from paykafka._currencies import currencies, minor_units
 from paykafka._dlq import DeadLetter, DeadLetterQueue, ReplayResult
 from paykafka._errors import (
     BrokerUnavailableError,
@@ -89,6 +90,8 @@ __all__ = [
     "TrackedEvent",
     "ValidationError",
     "__version__",
+    "currencies",
     "key_by_user",
     "load_schema",
+    "minor_units",
 ]

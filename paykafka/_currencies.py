@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-__all__ = ["MINOR_UNITS"]
+from paykafka._errors import ValidationError
+
+__all__ = ["MINOR_UNITS", "currencies", "minor_units"]
 
 _ZERO = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
 _THREE = "BHD IQD JOD KWD LYD OMR TND"
@@ -32,3 +34,27 @@ MINOR_UNITS: MappingProxyType[str, int] = MappingProxyType(
         for code in codes.split()
     }
 )
+
+
+def minor_units(currency: str) -> int:
+    """Decimal places of ``currency``'s minor unit: ``minor_units("PLN") == 2``, ``"JPY"`` 0.
+
+    Why public: amounts must have no more places than this (``PaymentEvent`` refuses
+    ``Decimal("1.5")`` JPY), and code that converts from minor units (cents, fils) needs the
+    same table instead of hard-coding it. Raises :class:`~paykafka.ValidationError` for a code
+    that is not an ISO 4217 payment currency.
+    """
+    try:
+        return MINOR_UNITS[currency]
+    except (KeyError, TypeError):  # TypeError: an unhashable value
+        hint = ""
+        if isinstance(currency, str) and currency.upper() in MINOR_UNITS:
+            hint = f"; did you mean {currency.upper()!r}?"
+        raise ValidationError(
+            "currency", f"{currency!r} is not an ISO 4217 currency code (e.g. 'PLN', 'EUR'){hint}"
+        ) from None
+
+
+def currencies() -> frozenset[str]:
+    """Every ISO 4217 code a ``PaymentEvent`` accepts (see :func:`minor_units`)."""
+    return frozenset(MINOR_UNITS)

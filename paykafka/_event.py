@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from paykafka._currencies import MINOR_UNITS
+from paykafka._currencies import MINOR_UNITS, minor_units
 from paykafka._errors import ValidationError
 
 __all__ = ["PaymentEvent", "PaymentMethod"]
@@ -93,13 +93,7 @@ def _to_decimal(value: Decimal | str | int) -> Decimal:
 
 
 def _to_currency(value: str) -> str:
-    if not isinstance(value, str) or value not in MINOR_UNITS:
-        hint = ""
-        if isinstance(value, str) and value.upper() in MINOR_UNITS:
-            hint = f"; did you mean {value.upper()!r}?"
-        raise ValidationError(
-            "currency", f"{value!r} is not an ISO 4217 currency code (e.g. 'PLN', 'EUR'){hint}"
-        )
+    minor_units(value)  # raises ValidationError naming the field for an unknown code
     return value
 
 
@@ -251,17 +245,24 @@ class PaymentEvent:
         return event
 
     def to_json(self) -> str:
-        """The tutorial's JSON line: amount as an exact JSON number, timestamp in ISO 8601."""
-        head = json.dumps({"payment_id": str(self.payment_id), "user": self.user})[:-1]
-        rest: dict[str, str] = {
+        """The tutorial's JSON line, keys in its order; the amount is an exact decimal string.
+
+        Why a string: a JSON number is read back as a float by nearly every parser (Python's
+        ``json``, JavaScript, jq), and ``99999999999999.99`` becomes ``99999999999999.98``.
+        ``"249.99"`` survives every parser; ``Decimal(data["amount"])`` gets the money back.
+        Every JSON the CLI and the examples print carries the amount this way.
+        """
+        fields: dict[str, str] = {
+            "payment_id": str(self.payment_id),
+            "user": self.user,
+            "amount": f"{self.amount:f}",
             "currency": self.currency,
             "method": self.method.value,
             "timestamp": self.timestamp.isoformat(),
         }
         if self.note is not None:  # optional fields follow the tutorial's keys, only when set
-            rest["note"] = self.note
-        tail = json.dumps(rest)[1:]
-        return f'{head}, "amount": {self.amount:f}, {tail}'
+            fields["note"] = self.note
+        return json.dumps(fields)
 
 
 # PaymentEvent._trusted sets exactly these fields: a field added to the class without teaching

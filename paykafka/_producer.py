@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -29,7 +29,7 @@ from paykafka._observability._telemetry import SendToken
 from paykafka._registry import RegistryClient
 from paykafka._schema import PaymentSchema, load_schema
 from paykafka._serde import EventSerializer
-from paykafka._settings import Settings
+from paykafka._settings import Settings, client_kafka_options
 
 __all__ = ["Delivery", "DeliveryFuture", "PaymentProducer", "key_by_user"]
 
@@ -156,6 +156,7 @@ class PaymentProducer:
         key: Callable[[PaymentEvent], str] = key_by_user,
         flush_timeout: float = 30.0,
         queue_timeout: float = 60.0,
+        kafka_options: Mapping[str, Any] | None = None,
         kafka_overrides: dict[str, Any] | None = None,
         telemetry: Telemetry | None = None,
     ) -> None:
@@ -167,7 +168,7 @@ class PaymentProducer:
         self._key = key
         self._flush_timeout = flush_timeout
         self._queue_timeout = queue_timeout
-        self._overrides = dict(kafka_overrides or {})
+        self._overrides = client_kafka_options(kafka_options, kafka_overrides, "PaymentProducer")
         self._producer: Producer | None = None
         self._serialize: EventSerializer | None = None
         self._pending: dict[int, DeliveryFuture] = {}

@@ -59,11 +59,10 @@ def split_frame(data: bytes | None) -> tuple[int, memoryview]:
             DecodeReason.NOT_CONFLUENT_FRAMING, "the record has no value (a tombstone?)"
         )
     if len(data) < _HEADER_SIZE or data[0] != MAGIC_BYTE:
-        first = data[:1].hex() or "nothing"
+        seen = f"{len(data)} bytes starting with 0x{data[:1].hex()}" if data else "an empty value"
         raise DecodeError(
             DecodeReason.NOT_CONFLUENT_FRAMING,
-            f"not Confluent wire format: {len(data)} bytes starting with 0x{first} "
-            "(expected magic byte 0x00 and a 4-byte schema id)",
+            f"not Confluent wire format: {seen} (expected magic byte 0x00 and a 4-byte schema id)",
         )
     _magic, schema_id = _HEADER.unpack_from(data)
     return schema_id, memoryview(data)[_HEADER_SIZE:]

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -29,6 +30,7 @@ __all__ = [
     "DEFAULT_REGISTRY_URL",
     "CompatibilityLevel",
     "Settings",
+    "client_kafka_options",
 ]
 
 DEFAULT_BOOTSTRAP_SERVERS = "localhost:9092"
@@ -99,13 +101,38 @@ def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:
     return None if value is None or value == "" else Path(value)
 
 
+def client_kafka_options(
+    kafka_options: Mapping[str, Any] | None,
+    kafka_overrides: Mapping[str, Any] | None,
+    owner: str,
+) -> dict[str, Any]:
+    """A client's own librdkafka options, from ``kafka_options=`` (or the deprecated
+    ``kafka_overrides=``, its old name: one concept, one name, the same as the setting's)."""
+    if kafka_overrides is not None:
+        warnings.warn(
+            f"{owner}(kafka_overrides=...) is deprecated: pass kafka_options=... (the same "
+            "name as the Settings field); kafka_overrides will be removed in a future release",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        if kafka_options is not None:
+            raise ConfigError(f"{owner}: pass kafka_options only (kafka_overrides is its old name)")
+    return dict(kafka_options if kafka_options is not None else kafka_overrides or {})
+
+
 @attrs.frozen(kw_only=True)
 class Settings:
     """Where paykafka connects and how.
 
-    Every field can come from a ``PAYKAFKA_<FIELD>`` environment variable (upper case); the
-    variable is named in each field's description below. ``kafka_options`` passes any other
-    librdkafka setting through unchanged (``PAYKAFKA_KAFKA_OPTIONS`` as a JSON object).
+    One obvious way for applications: ``Settings.from_env(**overrides)`` reads the
+    ``PAYKAFKA_*`` environment, then applies your keyword arguments on top; it is also what a
+    producer or tracker built without settings uses. ``Settings(...)`` takes only what you pass
+    and ignores the environment: for tests, and for configuration read from somewhere else.
+
+    Every field has a ``PAYKAFKA_<FIELD>`` environment variable (upper case), named in each
+    field's description below. ``kafka_options`` passes any other librdkafka setting through
+    unchanged (``PAYKAFKA_KAFKA_OPTIONS`` as a JSON object); a producer or tracker takes more
+    under the same name, ``PaymentProducer(settings, kafka_options={...})``.
     """
 
     #: Kafka bootstrap servers, comma separated. ``PAYKAFKA_BOOTSTRAP_SERVERS``.

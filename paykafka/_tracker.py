@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from types import FrameType, TracebackType
 from typing import Any, Self
@@ -40,7 +40,7 @@ from paykafka._observability._telemetry import STATISTICS_INTERVAL_MS
 from paykafka._registry import RegistryClient
 from paykafka._schema import PaymentSchema, load_schema
 from paykafka._serde import EventDeserializer
-from paykafka._settings import Settings
+from paykafka._settings import Settings, client_kafka_options
 
 __all__ = ["PaymentTracker", "TrackedEvent"]
 
@@ -85,6 +85,7 @@ class PaymentTracker:
         dead_letters: bool = True,
         handler_retries: int = 3,
         retry_backoff: float = 0.5,
+        kafka_options: Mapping[str, Any] | None = None,
         kafka_overrides: dict[str, Any] | None = None,
         telemetry: Telemetry | None = None,
     ) -> None:
@@ -97,7 +98,7 @@ class PaymentTracker:
         self._dead_letters = dead_letters
         self._handler_retries = handler_retries
         self._retry_backoff = retry_backoff
-        self._overrides = dict(kafka_overrides or {})
+        self._overrides = client_kafka_options(kafka_options, kafka_overrides, "PaymentTracker")
         self._consumer: Consumer | None = None
         self._decode: EventDeserializer | None = None
         self._dlq: DeadLetterWriter | None = None

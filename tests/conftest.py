@@ -1,41 +1,27 @@
 """Shared fixtures. Integration tests run against the real local stack and FAIL without it.
 
 There is deliberately no skip: a missing broker or registry is a broken environment, and CI
-must say so. Start the stack with ``paykafka stack up`` (``make test`` does it for you).
+must say so. The fixtures come from paykafka's own pytest plugin (:mod:`paykafka.testing`);
+``paykafka_stack = "env"`` in pyproject.toml points it at the stack ``PAYKAFKA_*`` describes.
+Start that stack with ``paykafka stack up`` (``make test`` does it for you).
+``live_settings`` and ``topic_settings`` are this suite's older names for the plugin's fixtures.
 """
 
 from __future__ import annotations
 
-import contextlib
-import uuid
-from collections.abc import Iterator
-
-import attrs
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from paykafka import RegistryClient, RegistryUnavailableError, Settings
+from paykafka import Settings
+from paykafka.testing import TestStack
+
+pytest_plugins = ["pytester"]
 
 
 @pytest.fixture(scope="session")
-def live_settings() -> Settings:
-    """Settings for the running stack, checked reachable once per session."""
-    settings = Settings.from_env()
-    admin = AdminClient(settings.admin_config())
-    try:
-        admin.list_topics(timeout=15)
-    except Exception as exc:  # noqa: BLE001 - any failure here means "no broker"
-        pytest.fail(
-            f"no Kafka broker at {settings.bootstrap_servers} ({exc}); start the stack with "
-            "`paykafka stack up` (make test does it)",
-            pytrace=False,
-        )
-    with RegistryClient(settings) as registry:
-        try:
-            registry.subjects()
-        except RegistryUnavailableError as exc:
-            pytest.fail(f"{exc}", pytrace=False)
-    return settings
+def live_settings(paykafka_stack: TestStack) -> Settings:
+    """Settings for the running stack, checked reachable once per session (the plugin's)."""
+    return paykafka_stack.settings
 
 
 def create_topic(settings: Settings, topic: str, *, partitions: int = 1) -> None:
@@ -46,18 +32,6 @@ def create_topic(settings: Settings, topic: str, *, partitions: int = 1) -> None
 
 
 @pytest.fixture
-def topic_settings(live_settings: Settings) -> Iterator[Settings]:
-    """Settings on a fresh topic, subject and group of their own, removed afterwards."""
-    name = f"payments-test-{uuid.uuid4().hex[:10]}"
-    create_topic(live_settings, name, partitions=3)
-    settings = attrs.evolve(
-        live_settings, topic=name, group_id=f"{name}-group", dlq_topic=f"{name}.dlq"
-    )
-    yield settings
-    admin = AdminClient(settings.admin_config())
-    # Cleanup is best effort (the DLQ topic may never have been created); names are unique.
-    for f in admin.delete_topics([name, settings.dlq_topic]).values():
-        with contextlib.suppress(Exception):
-            f.result(timeout=30)
-    with RegistryClient(settings) as registry, contextlib.suppress(Exception):
-        registry.delete_subject(settings.subject, permanent=True)
+def topic_settings(paykafka_settings: Settings) -> Settings:
+    """Settings on a fresh topic, subject, group and DLQ of their own, removed afterwards."""
+    return paykafka_settings

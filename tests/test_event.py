@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import paykafka
 from paykafka import PaymentEvent, PaymentMethod, ValidationError
 from paykafka._currencies import MINOR_UNITS
 
@@ -34,13 +35,13 @@ def test_fills_id_and_timestamp() -> None:
 
 
 def test_json_view_has_the_tutorial_shape() -> None:
-    """to_json prints the tutorial's line: same keys, same order, amount as a number."""
+    """to_json prints the tutorial's line: same keys, same order, amount as exact text."""
     ts = datetime(2026, 2, 26, 9, 52, 20, 102594, tzinfo=UTC)
     pid = uuid.UUID("94ab1a01-064e-4590-88a2-aab4ba9f4a84")
     line = make(payment_id=pid, timestamp=ts).to_json()
     assert line == (
         '{"payment_id": "94ab1a01-064e-4590-88a2-aab4ba9f4a84", "user": "marek", '
-        '"amount": 249.99, "currency": "PLN", "method": "credit_card", '
+        '"amount": "249.99", "currency": "PLN", "method": "credit_card", '
         '"timestamp": "2026-02-26T09:52:20.102594+00:00"}'
     )
     assert list(json.loads(line)) == [
@@ -54,10 +55,13 @@ def test_json_view_has_the_tutorial_shape() -> None:
 
 
 def test_json_amount_is_exact_not_float() -> None:
-    """The JSON amount text is the exact decimal, never a float rendering."""
+    """The JSON amount is the exact decimal as a string, which no JSON parser turns into a float."""
     line = make(amount=Decimal("0.10"), currency="EUR").to_json()
-    assert '"amount": 0.10,' in line
-    assert json.loads(line, parse_float=Decimal)["amount"] == Decimal("0.10")
+    assert '"amount": "0.10",' in line
+    assert Decimal(json.loads(line)["amount"]) == Decimal("0.10")
+    huge = make(amount=Decimal("99999999999999.99"), currency="PLN").to_json()
+    assert json.loads(huge)["amount"] == "99999999999999.99"
+    assert json.loads(make(amount=Decimal(5), currency="EUR").to_json())["amount"] == "5.00"
 
 
 def test_timestamp_normalised_to_utc() -> None:
@@ -159,3 +163,14 @@ def test_amount_is_valid_exactly_when_rules_allow(currency: str, amount: Decimal
         with pytest.raises(ValidationError) as info:
             make(amount=amount, currency=currency)
         assert info.value.field == "amount"
+
+
+def test_minor_units_are_public() -> None:
+    """paykafka.minor_units gives a currency's decimal places; unknown codes are refused."""
+    assert (paykafka.minor_units("PLN"), paykafka.minor_units("JPY")) == (2, 0)
+    assert paykafka.minor_units("BHD") == 3
+    assert paykafka.currencies() == frozenset(MINOR_UNITS)
+    with pytest.raises(ValidationError, match="did you mean 'EUR'"):
+        paykafka.minor_units("eur")
+    with pytest.raises(ValidationError, match="currency"):
+        paykafka.minor_units("XYZ")

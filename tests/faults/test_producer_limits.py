@@ -24,7 +24,7 @@ def test_a_full_queue_makes_send_wait_instead_of_failing(
     tracker = TrackerThread(settings).start()
     began = time.monotonic()
     with PaymentProducer(
-        settings, kafka_overrides={"queue.buffering.max.messages": 20, "linger.ms": 1}
+        settings, kafka_options={"queue.buffering.max.messages": 20, "linger.ms": 1}
     ) as producer:
         futures = [producer.send(event) for event in sent]
     seconds = time.monotonic() - began
@@ -53,7 +53,7 @@ def test_no_broker_means_every_event_is_reported_back(single_stack: Stack, repor
     producer = PaymentProducer(
         nowhere,
         queue_timeout=1.0,
-        kafka_overrides={"queue.buffering.max.messages": 5},
+        kafka_options={"queue.buffering.max.messages": 5},
     ).start()
     for event in sent[:5]:
         producer.send(event)

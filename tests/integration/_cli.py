@@ -8,18 +8,18 @@ from paykafka import Settings
 from paykafka._cli import main
 
 
-def connection_flags(settings: Settings) -> list[str]:
-    """The flags that point a command at ``settings``' broker, registry, topic and group."""
-    return [
+def connection_flags(settings: Settings, *, group: bool = True) -> list[str]:
+    """The flags that point a command at ``settings``' broker, registry, topic and group
+    (``group=False`` for ``produce``, which has no consumer group)."""
+    flags = [
         "--bootstrap-servers",
         settings.bootstrap_servers,
         "--registry-url",
         settings.registry_url,
         "--topic",
         settings.topic,
-        "--group",
-        settings.group_id,
     ]
+    return [*flags, "--group", settings.group_id] if group else flags
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from paykafka import PaymentEvent, PaymentProducer, PaymentTracker, Settings
+from paykafka import DeadLetterQueue, PaymentEvent, PaymentProducer, PaymentTracker, Settings
 from paykafka._serde import frame_header
 
 from ._cli import connection_flags, run_cli
@@ -120,14 +120,132 @@ def test_replay_sends_letters_back_once(
 def test_replay_of_everything_is_not_repeated(
     topic_settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """replay without --reason writes back every pending letter, and nothing the second time."""
+    """replay without --reason writes back every replayable letter, and nothing the second time."""
     _dead_letter_some(topic_settings)
     flags = _flags(topic_settings)
     first = _json(capsys, "dlq", "replay", *flags)
-    assert (first["replayed"], first["kept"]) == (3, 0)
-    assert first["by_topic"] == {topic_settings.topic: 3}
+    assert (first["replayed"], first["kept"]) == (2, 1)
+    assert first["refused"] == {"not_confluent_framing": 1}
+    assert first["by_topic"] == {topic_settings.topic: 2}
     assert _json(capsys, "dlq", "replay", *flags)["replayed"] == 0
-    assert _json(capsys, "dlq", "list", *flags) == []
+    assert [r["reason"] for r in _json(capsys, "dlq", "list", *flags)] == ["not_confluent_framing"]
+
+
+def _track_all(settings: Settings) -> int:
+    """A tracker run over whatever is new; how many records it dead-lettered."""
+    with PaymentTracker(settings, handler_retries=0, retry_backoff=0.01) as tracker:
+        tracker.run(lambda _e: None, idle_timeout=5, handle_signals=False)
+        return tracker.dead_lettered
+
+
+def test_replay_refuses_reasons_that_cannot_succeed(
+    topic_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--reason of a reason whose bytes cannot decode is refused (exit 2) unless --force."""
+    _dead_letter_some(topic_settings)
+    flags = _flags(topic_settings)
+    for reason in ("not_confluent_framing", "corrupt_avro"):
+        code, out, err = run_cli(capsys, "dlq", "replay", "--reason", reason, *flags)
+        assert (code, out) == (2, "")
+        assert f"dead letters of reason {reason} cannot succeed" in err
+        assert "--force" in err
+    assert len(_json(capsys, "dlq", "list", *flags)) == 3  # nothing was touched
+
+
+def test_rounds_of_replay_count_attempts_link_origin_and_never_duplicate(
+    topic_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each round's failure adds to paykafka.attempts and keeps the first offset; the pending
+    list holds each record once, and replay never copies letters (the issue's loop)."""
+    _dead_letter_some(topic_settings)
+    flags = _flags(topic_settings)
+    first = {r["reason"]: r for r in _json(capsys, "dlq", "list", *flags)}
+    origin = first["unknown_schema_id"]["origin"]
+    assert origin == {
+        "topic": topic_settings.topic,
+        "partition": first["unknown_schema_id"]["source_partition"],
+        "offset": first["unknown_schema_id"]["source_offset"],
+    }
+    total = len(_json(capsys, "dlq", "list", "--all", *flags))
+    for attempt in (2, 3):
+        # The schema id is still unknown, so the record fails again; handler_failed succeeds.
+        replayed = _json(capsys, "dlq", "replay", *flags)["replayed"]
+        assert len(_json(capsys, "dlq", "list", "--all", *flags)) == total  # nothing copied
+        assert _track_all(topic_settings) == 1
+        total += 1
+        pending = _json(capsys, "dlq", "list", *flags)
+        reasons = sorted(r["reason"] for r in pending)
+        assert reasons == ["not_confluent_framing", "unknown_schema_id"]
+        again = next(r for r in pending if r["reason"] == "unknown_schema_id")
+        assert again["attempts"] == attempt
+        assert again["origin"] == origin
+        assert again["source_offset"] != origin["offset"]  # read from the replayed copy
+        assert replayed == (2 if attempt == 2 else 1)
+    assert len(_json(capsys, "dlq", "list", "--all", *flags)) == total
+
+
+def test_replay_of_one_reason_never_copies_the_others(
+    topic_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Replaying one reason leaves letters of other reasons pending where they are."""
+    _dead_letter_some(topic_settings)
+    flags = _flags(topic_settings)
+    before = _json(capsys, "dlq", "list", "--all", *flags)
+    # The two poison records share a key, so their letters share a partition, framing first.
+    assert _json(capsys, "dlq", "replay", "--reason", "unknown_schema_id", *flags)["replayed"] == 1
+    assert _json(capsys, "dlq", "list", "--all", *flags) == before
+    pending = _json(capsys, "dlq", "list", *flags)
+    assert sorted(r["reason"] for r in pending) == ["handler_failed", "not_confluent_framing"]
+
+
+def test_dry_run_lists_what_would_be_replayed(
+    topic_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--dry-run names each letter it would replay and what stays, and writes nothing."""
+    _dead_letter_some(topic_settings)
+    flags = _flags(topic_settings)
+    dry = _json(capsys, "dlq", "replay", "--dry-run", *flags)
+    assert sorted(r["reason"] for r in dry["letters"]) == ["handler_failed", "unknown_schema_id"]
+    assert dry["refused"] == {"not_confluent_framing": 1}
+    code, out, _ = run_cli(capsys, "dlq", "replay", "--dry-run", *flags)
+    assert code == 0
+    assert out.startswith("would replay 2 dead letter(s)")
+    assert "not_confluent_framing: 1" in out
+    assert "handler_failed" in out
+    assert "unknown_schema_id" in out
+    assert len(_json(capsys, "dlq", "list", *flags)) == 3
+
+
+def test_forced_replay_of_a_hopeless_letter_keeps_one_pending_copy(
+    topic_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--force replays a corrupt record; it fails again and is pending once, attempts 2."""
+    _dead_letter_some(topic_settings)
+    flags = _flags(topic_settings)
+    forced = _json(capsys, "dlq", "replay", "--reason", "not_confluent_framing", "--force", *flags)
+    assert forced["replayed"] == 1
+    assert _track_all(topic_settings) == 1
+    pending = [
+        r for r in _json(capsys, "dlq", "list", *flags) if r["reason"] == "not_confluent_framing"
+    ]
+    assert [r["attempts"] for r in pending] == [2]
+
+
+def test_a_stopped_replay_marks_what_it_wrote_and_keeps_the_rest(topic_settings: Settings) -> None:
+    """Stopped (SIGTERM in the CLI) mid-way, replay marks only letters written back."""
+    _dead_letter_some(topic_settings)
+    queue = DeadLetterQueue(topic_settings)
+    at_once = queue.replay(should_stop=lambda: True)
+    assert (at_once.replayed, at_once.stopped, at_once.deferred) == (0, True, 2)
+    asked = iter([False, False, True])  # before writing, before letter 1, before letter 2
+    result = queue.replay(should_stop=lambda: next(asked, True))
+    assert (result.replayed, result.stopped, result.deferred) == (1, True, 1)
+    rest = queue.replay()
+    assert rest.replayed == 1
+    assert {letter.reason for letter in [*result.letters, *rest.letters]} == {
+        "handler_failed",
+        "unknown_schema_id",
+    }
 
 
 def test_unreachable_broker_is_a_one_line_error(

@@ -46,7 +46,7 @@ def test_producer_prints_the_tutorial_lines(topic_settings: Settings) -> None:
     lines = run_example("producer.py", topic_settings, "--count", "2")
     assert len(lines) == 4
     json_line = (
-        rf'✅ Delivered {{"payment_id": "{UUID}", "user": "marek", "amount": 249.99, '
+        rf'✅ Delivered {{"payment_id": "{UUID}", "user": "marek", "amount": "249.99", '
         rf'"currency": "PLN", "method": "credit_card", "timestamp": "{TS}"}}'
     )
     where = rf"✅ Delivered to {re.escape(topic_settings.topic)} : partition \d+ : at offset \d+"

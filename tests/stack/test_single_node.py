@@ -84,6 +84,9 @@ def test_cli_up_says_already_up(stack: Stack, capsys: pytest.CaptureFixture[str]
     assert "already up" in out
     assert f"localhost:{KAFKA_PORT}" in out
     assert stack.config.registry_url in out
+    # Moved ports: clients would still talk to 9092/8081 without these two lines.
+    assert f"export PAYKAFKA_BOOTSTRAP_SERVERS=localhost:{KAFKA_PORT}" in out
+    assert f"export PAYKAFKA_REGISTRY_URL={stack.config.registry_url}" in out
 
 
 def test_status_json_reports_pid_port_and_rss(

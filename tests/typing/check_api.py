@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import assert_type
 
 import paykafka
+from paykafka.testing import RecordWaiter, TestStack
 
 
 def check_event() -> None:
@@ -22,6 +23,8 @@ def check_event() -> None:
     assert_type(event.method, paykafka.PaymentMethod)
     assert_type(event.timestamp, datetime)
     assert_type(event.to_json(), str)
+    assert_type(paykafka.minor_units(event.currency), int)
+    assert_type(paykafka.currencies(), frozenset[str])
     assert_type(paykafka.PaymentEvent.from_dict(event.to_dict()), paykafka.PaymentEvent)
 
 
@@ -56,3 +59,11 @@ def check_errors() -> None:
         assert_type(exc.status, int | None)
     except paykafka.PayKafkaError as exc:
         assert_type(exc.retriable, bool)
+
+
+def check_testing_plugin(settings: paykafka.Settings) -> None:
+    waiter = RecordWaiter(settings)
+    assert_type(waiter.wait(1, timeout=5.0), list[paykafka.TrackedEvent])
+    assert_type(waiter.events(1), list[paykafka.PaymentEvent])
+    stack = TestStack(settings=settings, managed=False)
+    assert_type(stack.settings, paykafka.Settings)
