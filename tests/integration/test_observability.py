@@ -138,7 +138,7 @@ def test_metrics_endpoint_counts_what_happened(
             raise RuntimeError("transient")
 
     tracker = PaymentTracker(
-        settings, retry_backoff=0.01, kafka_overrides={"statistics.interval.ms": 300}
+        settings, retry_backoff=0.01, kafka_options={"statistics.interval.ms": "300"}
     )
     with tracker:
         handled = tracker.run(handler, max_events=30, idle_timeout=30, handle_signals=False)
