@@ -14,6 +14,9 @@ def main() -> None:
     parser.add_argument("--currency", default="PLN")
     parser.add_argument("--method", default="credit_card")
     parser.add_argument("--count", type=int, default=1, help="how many events to send")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="optional field"
+    )
     args = parser.parse_args()
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     # librdkafka logs each internal retry; what matters reaches us as paykafka exceptions.
@@ -27,10 +30,17 @@ def main() -> None:
             f": at offset {delivery.offset}"
         )
 
+    # Fail fast, like `paykafka produce`: no broker means one error in seconds, not a wait
+    # for every event to time out. A delivery that fails later makes close() raise.
+    paykafka.KafkaAdmin(timeout=10).brokers()
     with paykafka.PaymentProducer() as producer:
         for _ in range(args.count):
             event = paykafka.PaymentEvent(
-                user=args.user, amount=args.amount, currency=args.currency, method=args.method
+                user=args.user,
+                amount=args.amount,
+                currency=args.currency,
+                method=args.method,
+                **paykafka.optional_fields(args.set),
             )
             producer.send(event, on_delivery=report)
 

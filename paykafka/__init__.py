@@ -16,6 +16,8 @@ from paykafka._admin import (
 from paykafka._currencies import currencies, minor_units
 from paykafka._dlq import DeadLetter, DeadLetterQueue, ReplayResult
 from paykafka._errors import (
+    AuthenticationError,
+    AuthorizationError,
     BrokerUnavailableError,
     ConfigError,
     DecodeError,
@@ -25,17 +27,21 @@ from paykafka._errors import (
     IncompatibleSchemaError,
     KafkaError,
     PayKafkaError,
+    RegistryAuthenticationError,
+    RegistryAuthorizationError,
     RegistryError,
     RegistryIncompatibleError,
     RegistryUnavailableError,
     SchemaError,
     SchemaNotFoundError,
+    SecurityError,
     SerdeError,
     StackError,
     SubjectNotFoundError,
+    TlsError,
     ValidationError,
 )
-from paykafka._event import PaymentEvent, PaymentMethod
+from paykafka._event import PaymentEvent, PaymentMethod, optional_fields
 from paykafka._observability import Telemetry
 from paykafka._producer import Delivery, DeliveryFuture, PaymentProducer, key_by_user
 from paykafka._registry import CompatibilityResult, RegisteredSchema, RegistryClient
@@ -47,6 +53,8 @@ from paykafka._version import __version__
 __all__ = [
     "DEFAULT_BOOTSTRAP_SERVERS",
     "DEFAULT_REGISTRY_URL",
+    "AuthenticationError",
+    "AuthorizationError",
     "BrokerUnavailableError",
     "CompatibilityResult",
     "ConfigError",
@@ -71,6 +79,8 @@ __all__ = [
     "PaymentSchema",
     "PaymentTracker",
     "RegisteredSchema",
+    "RegistryAuthenticationError",
+    "RegistryAuthorizationError",
     "RegistryClient",
     "RegistryError",
     "RegistryIncompatibleError",
@@ -78,11 +88,13 @@ __all__ = [
     "ReplayResult",
     "SchemaError",
     "SchemaNotFoundError",
+    "SecurityError",
     "SerdeError",
     "Settings",
     "StackError",
     "SubjectNotFoundError",
     "Telemetry",
+    "TlsError",
     "TopicConfig",
     "TopicDescription",
     "TopicHealth",
@@ -94,4 +106,5 @@ __all__ = [
     "key_by_user",
     "load_schema",
     "minor_units",
+    "optional_fields",
 ]

@@ -48,10 +48,12 @@ from paykafka._errors import (
     DecodeError,
     KafkaError,
     RegistryUnavailableError,
+    SecurityError,
     SubjectNotFoundError,
 )
 from paykafka._event import PaymentEvent
 from paykafka._registry import RegistryClient
+from paykafka._security import SecurityWatch, client_creation_error, wait_for_metadata
 from paykafka._serde import EventDeserializer
 from paykafka._settings import Settings
 
@@ -315,6 +317,24 @@ def _unknown_topic(settings: Settings, topic: str) -> KafkaError:
     )
 
 
+def _metadata(client: Any, watch: SecurityWatch, settings: Settings, timeout: float) -> Any:
+    """Cluster metadata, or the security error / unreachable cluster that prevents it."""
+    try:
+        return wait_for_metadata(client, watch, timeout)
+    except KafkaException as exc:
+        raise _translate(settings, timeout, exc, "reading cluster metadata") from None
+
+
+def _refused(
+    watch: SecurityWatch, exc: BaseException, resource: str | None, operation: str
+) -> SecurityError | None:
+    """The security error behind a failed call, if it was one (ACL, login, TLS)."""
+    err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    if not isinstance(err, _RdKafkaError):
+        return watch.error
+    return watch.classify(err, resource=resource, operation=operation) or watch.error
+
+
 def _translate(settings: Settings, timeout: float, exc: BaseException, what: str) -> Exception:
     """One paykafka error for a failed admin call, keeping confluent's error code."""
     if isinstance(exc, concurrent.futures.TimeoutError | TimeoutError):
@@ -345,7 +365,15 @@ class KafkaAdmin:
             raise ConfigError(f"timeout must be > 0 seconds, got {timeout!r}")
         self.settings = settings or Settings.from_env()
         self.timeout = timeout
-        self._admin = AdminClient(self.settings.admin_config())
+        self._watch = SecurityWatch(self.settings)
+        try:
+            self._admin = AdminClient(self.settings.admin_config(error_cb=self._on_error))
+        except KafkaException as exc:
+            raise client_creation_error(self.settings, exc) from None
+
+    def _on_error(self, err: Any) -> None:
+        if not self._watch.observe(err):
+            log.debug("admin client: %s", err.str())
 
     # -- cluster and topics ----------------------------------------------------------------------
 
@@ -408,7 +436,10 @@ class KafkaAdmin:
         resource = ConfigResource(ResourceType.TOPIC, topic)
         futures = self._admin.describe_configs([resource], request_timeout=self.timeout)
         entries = self._result(
-            next(iter(futures.values())), f"reading the configs of {topic!r}", topic=topic
+            next(iter(futures.values())),
+            f"reading the configs of {topic!r}",
+            topic=topic,
+            operation="DESCRIBE_CONFIGS",
         )
         found = []
         for name in names:
@@ -456,7 +487,9 @@ class KafkaAdmin:
             [new], operation_timeout=self.timeout, request_timeout=self.timeout
         )
         try:
-            self._result(futures[topic], f"creating topic {topic!r}")
+            self._result(
+                futures[topic], f"creating topic {topic!r}", resource=topic, operation="CREATE"
+            )
         except KafkaError as exc:
             if exc.code == _TOPIC_EXISTS:
                 raise KafkaError(
@@ -514,7 +547,9 @@ class KafkaAdmin:
             group, [TopicPartition(topic, p) for p in partitions]
         )
         futures = self._admin.list_consumer_group_offsets([request], request_timeout=self.timeout)
-        answer = self._result(futures[group], f"reading the offsets of group {group!r}")
+        answer = self._result(
+            futures[group], f"reading the offsets of group {group!r}", resource=group
+        )
         found: dict[int, int | None] = dict.fromkeys(partitions)
         for tp in answer.topic_partitions or []:
             if tp.topic == topic and tp.error is None and tp.offset >= 0:
@@ -557,10 +592,7 @@ class KafkaAdmin:
 
     def _metadata(self) -> Any:
         """Cluster metadata; the one call that tells "no broker" apart quickly."""
-        try:
-            return self._admin.list_topics(timeout=self.timeout)
-        except KafkaException as exc:
-            raise _translate(self.settings, self.timeout, exc, "reading cluster metadata") from None
+        return _metadata(self._admin, self._watch, self.settings, self.timeout)
 
     def _internal_flags(self, names: Sequence[str]) -> dict[str, bool]:
         if not names:
@@ -585,10 +617,21 @@ class KafkaAdmin:
             for tp, f in futures.items()
         }
 
-    def _result(self, future: Any, what: str, *, topic: str | None = None) -> Any:
+    def _result(
+        self,
+        future: Any,
+        what: str,
+        *,
+        topic: str | None = None,
+        resource: str | None = None,
+        operation: str = "DESCRIBE",
+    ) -> Any:
         try:
             return future.result(timeout=self.timeout + 1)
         except (KafkaException, concurrent.futures.TimeoutError) as exc:
+            refused = _refused(self._watch, exc, resource or topic, operation)
+            if refused is not None:
+                raise refused from None
             error = _translate(self.settings, self.timeout, exc, what)
             if topic is not None and getattr(error, "code", None) == _UNKNOWN_TOPIC:
                 error = _unknown_topic(self.settings, topic)
@@ -675,6 +718,7 @@ class TopicReader:
         self.timeout = timeout
         self._decode = decoder
         self._consumer: Consumer | None = None
+        self._watch = SecurityWatch(settings)
         self._assigned: set[int] = set()
         self._done: set[int] = set()
         self._last: dict[int, int] = {}
@@ -700,7 +744,11 @@ class TopicReader:
                 "auto.offset.reset": "earliest",
             }
         )
-        consumer = Consumer(conf)
+        conf["error_cb"] = self._watch.observe
+        try:
+            consumer = Consumer(conf)
+        except KafkaException as exc:
+            raise client_creation_error(self.settings, exc) from None
         self._consumer = consumer
         try:
             self._assign(consumer, from_beginning, partition, offset)
@@ -716,10 +764,7 @@ class TopicReader:
         offset: int | None,
     ) -> None:
         topic = self.settings.topic
-        try:
-            metadata = consumer.list_topics(timeout=self.timeout)
-        except KafkaException as exc:
-            raise _translate(self.settings, self.timeout, exc, "reading cluster metadata") from None
+        metadata = _metadata(consumer, self._watch, self.settings, self.timeout)
         if topic not in metadata.topics:
             raise _unknown_topic(self.settings, topic)
         partitions = sorted(metadata.topics[topic].partitions)
@@ -757,6 +802,9 @@ class TopicReader:
                 TopicPartition(self.settings.topic, partition), timeout=self.timeout
             )
         except KafkaException as exc:
+            refused = _refused(self._watch, exc, self.settings.topic, "DESCRIBE")
+            if refused is not None:
+                raise refused from None
             raise _translate(
                 self.settings, self.timeout, exc, f"reading offsets of partition {partition}"
             ) from None
@@ -784,6 +832,7 @@ class TopicReader:
             if until_end and self.at_end:
                 return
             msg = consumer.poll(0.2)
+            self._watch.check()
             if msg is None:
                 continue
             err = msg.error()
@@ -791,6 +840,9 @@ class TopicReader:
                 if err.code() == _RdKafkaError._PARTITION_EOF:
                     self._done.add(msg.partition() or 0)
                     continue
+                refused = self._watch.classify(err, resource=self.settings.topic, operation="READ")
+                if refused is not None:
+                    raise refused
                 if err.fatal():
                     raise KafkaError(f"fatal consumer error: {err.str()}", code=err.name())
                 log.warning("consumer: %s", err.str(), extra={"code": err.name()})

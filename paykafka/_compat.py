@@ -6,8 +6,14 @@ it knows nothing about payments. This module answers the same question from sche
 so ``paykafka schema check --offline`` and the tests of ``schemas/history/`` need no registry,
 and every answer names the field and the rule it breaks.
 
-Three layers:
+Four layers:
 
+* :func:`schema_errors` says why a schema is not valid Avro at all, as Java Avro (and so the
+  registry) would refuse it: a union listing one type twice or holding a union, a named type
+  defined twice, a default that does not fit its field's type (a union's default fits its
+  first branch), recursively. Stricter than Java on purpose where Java only checks that a
+  default is *text*: an enum default must be one of the symbols, a fixed default must have the
+  fixed's size.
 * :func:`read_breaks` applies the Avro specification's schema resolution: can data written with
   one schema be read with another (promotions, record fields by name with defaults and
   aliases, enum defaults, unions, fixed sizes, arrays, maps, named types)?
@@ -16,8 +22,10 @@ Three layers:
   every earlier version instead of the latest only; ``NONE``: nothing) and phrases each break
   as an old -> new change with its consequence.
 * :func:`policy_breaks` adds what Avro allows but a payment history cannot afford: removing an
-  enum symbol (old events would silently read as the default) and changing a logical type or a
-  decimal's precision or scale (the same bytes would mean another amount or instant).
+  enum symbol (old events would silently read as the default), inserting or reordering symbols
+  (they are append-only) and changing a logical type or a
+  decimal's precision or scale (the same bytes would mean another amount or instant), also
+  when the base type changes by a legal promotion (``bytes`` decimal -> ``string``).
 
 :func:`diff` lists field-level changes between two schemas for people, compatible or not.
 """
@@ -34,6 +42,7 @@ import attrs
 from paykafka._errors import ConfigError, SchemaError
 
 __all__ = [
+    "INVALID",
     "LEVELS",
     "POLICY",
     "Break",
@@ -48,6 +57,7 @@ __all__ = [
     "level_is_weaker",
     "policy_breaks",
     "read_breaks",
+    "schema_errors",
 ]
 
 LEVELS = (
@@ -62,16 +72,19 @@ LEVELS = (
 
 #: The ``rule`` of problems that come from paykafka's policy rather than Avro's rules.
 POLICY = "paykafka policy"
+#: The ``rule`` of problems that make the candidate no valid Avro schema at all.
+INVALID = "invalid schema"
 
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 _NAMED = frozenset({"record", "error", "enum", "fixed"})
-# writer type -> reader types that can read it (Avro specification, "Schema Resolution").
+# writer type -> reader types that can read it (Avro specification, "Schema Resolution"),
+# less one on purpose: the spec lets a string reader read bytes, but bytes need not be UTF-8
+# and Python readers (fastavro) fail on the first one that is not; Java would read garbage.
 _PROMOTIONS: Mapping[str, frozenset[str]] = {
     "int": frozenset({"long", "float", "double"}),
     "long": frozenset({"float", "double"}),
     "float": frozenset({"double"}),
     "string": frozenset({"bytes"}),
-    "bytes": frozenset({"string"}),
 }
 
 Node = dict[str, Any]
@@ -100,6 +113,8 @@ class _Canon:
 
     def __init__(self) -> None:
         self.names: dict[str, Node] = {}
+        #: Full names defined more than once (Java Avro refuses to redefine a name).
+        self.redefined: list[str] = []
 
     def node(self, schema: Any, namespace: str | None) -> Node:
         if isinstance(schema, str):
@@ -139,6 +154,8 @@ class _Canon:
         inner_ns = full.rsplit(".", 1)[0] if "." in full else None
         aliases = {_fullname(str(a), inner_ns) for a in schema.get("aliases", [])}
         node: Node = {"type": kind, "name": full, "aliases": aliases}
+        if full in self.names:
+            self.redefined.append(full)
         self.names[full] = node
         if kind == "enum":
             node["symbols"] = list(schema["symbols"])
@@ -152,8 +169,10 @@ class _Canon:
             node["fields"] = [
                 {
                     "name": str(f["name"]),
-                    "aliases": {str(a) for a in f.get("aliases", [])},
+                    # Declared order: Avro tries the name, then the aliases in this order.
+                    "aliases": list(dict.fromkeys(str(a) for a in f.get("aliases", []))),
                     "has_default": "default" in f,
+                    "default": f.get("default"),
                     "type": self.node(f["type"], inner_ns),
                 }
                 for f in schema["fields"]
@@ -161,9 +180,188 @@ class _Canon:
         return node
 
 
-def _canonical(schema: _Schema) -> Node:
+def _parse(schema: _Schema) -> tuple[Node, list[tuple[str, str]]]:
+    """The canonical node of ``schema`` and why it is not valid Avro (``(path, reason)``)."""
     raw = json.loads(schema) if isinstance(schema, str) else schema
-    return _Canon().node(raw, None)
+    canon = _Canon()
+    node = canon.node(raw, None)
+    errors = [
+        ("", f"defines the named type {name} more than once; define it once, then refer to it")
+        for name in dict.fromkeys(canon.redefined)
+    ]
+    return node, errors + _invalid(node)
+
+
+def _canonical(schema: _Schema) -> Node:
+    return _parse(schema)[0]
+
+
+def _valid(schema: _Schema, role: str) -> Node:
+    """The canonical node, or :class:`SchemaError` naming the first reason it is invalid."""
+    node, errors = _parse(schema)
+    if errors:
+        path, reason = errors[0]
+        where = f"field `{path}`" if path else "the record"
+        raise SchemaError(f"the {role} schema is not valid Avro: {where} {reason}")
+    return node
+
+
+# -- validity ------------------------------------------------------------------------------------
+
+_INT_RANGE = (-(2**31), 2**31 - 1)
+_LONG_RANGE = (-(2**63), 2**63 - 1)
+
+
+def _invalid(root: Node) -> list[tuple[str, str]]:
+    """Unions with a type twice or a union inside, and defaults that do not fit their type."""
+    out: list[tuple[str, str]] = []
+    seen: set[int] = set()
+
+    def walk(node: Node, path: str) -> None:
+        kind = node["type"]
+        if kind == "union":
+            out.extend((path, why) for why in _union_errors(node))
+            for branch in node["branches"]:
+                walk(branch, path)
+        elif kind in ("array", "map"):
+            inner = "items" if kind == "array" else "values"
+            walk(node[inner], f"{path}[]" if kind == "array" else f"{path}{{}}")
+        elif kind == "enum":
+            symbols = node["symbols"]
+            twice = [sym for sym in dict.fromkeys(symbols) if symbols.count(sym) > 1]
+            if twice:
+                out.append((path, f"has enum {_short(node['name'])} listing {twice[0]} twice"))
+            default = node.get("default")
+            if default is not None and default not in node["symbols"]:
+                why = f"has enum {_short(node['name'])} whose default {default!r} is no symbol"
+                out.append((path, why))
+        elif kind == "record" and id(node) not in seen:
+            seen.add(id(node))
+            out.extend(_field_errors(node, path))
+            for f in node["fields"]:
+                walk(f["type"], _join(path, f["name"]))
+
+    walk(root, "")
+    return out
+
+
+def _union_errors(union: Node) -> list[str]:
+    out: list[str] = []
+    keys: list[str] = []
+    for branch in union["branches"]:
+        if branch["type"] == "union":
+            out.append("has a union directly inside a union, which Avro forbids")
+            continue
+        key = branch["name"] if branch["type"] in _NAMED else branch["type"]
+        if key in keys:
+            out.append(
+                f"has a union that lists {key} twice ({describe(union)}); a union may hold "
+                "each type, and each named type, only once"
+            )
+        keys.append(key)
+    return out
+
+
+def _field_errors(record: Node, path: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    names = [f["name"] for f in record["fields"]]
+    for name in dict.fromkeys(n for n in names if names.count(n) > 1):
+        out.append((_join(path, name), "is declared twice in the same record"))
+    claimed: dict[str, str] = {}
+    for f in record["fields"]:
+        for alias in f["aliases"]:
+            # Readers would hand one writer field to two fields: Java's checker passes it,
+            # Java's and fastavro's readers then leave one of them without a value.
+            other = alias if alias in names and alias != f["name"] else claimed.get(alias)
+            if other is not None and other != f["name"]:
+                clash = (
+                    f"has the alias `{alias}`, which field `{other}` of the same record "
+                    "already answers to; a writer's field may be read by one field only"
+                )
+                out.append((_join(path, f["name"]), clash))
+            claimed.setdefault(alias, f["name"])
+    for f in record["fields"]:
+        why = _default_error(f["type"], f["default"]) if f["has_default"] else None
+        if why is not None:
+            default = json.dumps(f["default"])
+            out.append((_join(path, f["name"]), f"has an invalid default {default}: {why}"))
+    return out
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# JSON default checks of the types whose default is one JSON value: (accepts, what it must be).
+_SCALAR_DEFAULTS: Mapping[str, tuple[Any, str]] = {
+    "null": (lambda v: v is None, "null"),
+    "boolean": (lambda v: isinstance(v, bool), "a boolean"),
+    "int": (lambda v: _is_int(v) and _INT_RANGE[0] <= v <= _INT_RANGE[1], "an int in range"),
+    "long": (lambda v: _is_int(v) and _LONG_RANGE[0] <= v <= _LONG_RANGE[1], "a long in range"),
+    "float": (lambda v: _is_int(v) or isinstance(v, float), "a number"),
+    "double": (lambda v: _is_int(v) or isinstance(v, float), "a number"),
+    "bytes": (lambda v: isinstance(v, str), "a JSON string"),
+    "string": (lambda v: isinstance(v, str), "a JSON string"),
+}
+
+
+def _default_error(node: Node, value: Any) -> str | None:
+    """Why ``value`` (JSON) is no valid default for ``node``; ``None`` when it is."""
+    kind = node["type"]
+    if kind in _SCALAR_DEFAULTS:
+        accepts, must = _SCALAR_DEFAULTS[kind]
+        return None if accepts(value) else f"{json.dumps(value)} is not {must} ({describe(node)})"
+    if kind == "union":
+        first = node["branches"][0]
+        why = _default_error(first, value)
+        if why is None:
+            return None
+        return f"{why}, and a default must fit the first branch of a union; put its type first"
+    if kind == "enum":
+        ok = value in node["symbols"]
+        return None if ok else f"{json.dumps(value)} is not a symbol of {_short(node['name'])}"
+    if kind == "fixed":
+        ok = isinstance(value, str) and len(value) == node["size"]
+        size = len(value) if isinstance(value, str) else "no"
+        return None if ok else f"{size} characters where {describe(node)} needs {node['size']}"
+    if kind == "array":
+        if not isinstance(value, list):
+            return f"not a JSON array ({describe(node)})"
+        return next((w for w in (_default_error(node["items"], v) for v in value) if w), None)
+    if kind == "map":
+        if not isinstance(value, dict):
+            return f"not a JSON object ({describe(node)})"
+        found = (_default_error(node["values"], v) for v in value.values())
+        return next((w for w in found if w), None)
+    return _record_default_error(node, value)
+
+
+def _record_default_error(node: Node, value: Any) -> str | None:
+    name = _short(node["name"])
+    if not isinstance(value, dict):
+        return f"not a JSON object (record {name})"
+    for f in node["fields"]:
+        if f["name"] in value:
+            why = _default_error(f["type"], value[f["name"]])
+            if why is not None:
+                return f"field `{f['name']}` of record {name}: {why}"
+        elif not f["has_default"]:
+            return f"record {name} needs field `{f['name']}`, which it lacks and has no default"
+    return None
+
+
+def schema_errors(schema: _Schema) -> list[Problem]:
+    """Why ``schema`` is no valid Avro schema (empty: it is), one problem per reason."""
+    return [_invalid_problem(path, reason) for path, reason in _parse(schema)[1]]
+
+
+def _invalid_problem(path: str, reason: str) -> Problem:
+    return Problem(
+        path=path,
+        change=reason,
+        consequences=("Avro and the registry refuse such a schema; fix it before checking",),
+        rule=INVALID,
+    )
 
 
 def describe(node: Node) -> str:
@@ -194,6 +392,9 @@ class _Kind(enum.Enum):
     ENUM_SYMBOLS = "enum_symbols"
     NAME = "name"
     SIZE = "size"
+    AMBIGUOUS = "ambiguous"
+    #: bytes read as string: legal in the spec, refused by us (see _PROMOTIONS).
+    TEXT = "text"
 
 
 @attrs.frozen
@@ -204,17 +405,25 @@ class Break:
     kind: _Kind
     reader: str = ""
     writer: str = ""
+    #: Enum symbols the reader lacks; for an ambiguous field, the writer fields it matches.
     symbols: tuple[str, ...] = ()
     #: For a field missing on one side: same-typed fields only on the other side (renames?).
     renamed_from: tuple[str, ...] = ()
 
 
 def _names_match(reader: Node, writer: Node) -> bool:
-    if reader["name"] == writer["name"] or _short(reader["name"]) == _short(writer["name"]):
+    """Java Avro's rule: the same unqualified name, or the writer's *full* name among the
+    reader's aliases (each alias qualified by the namespace of the type declaring it)."""
+    if _short(reader["name"]) == _short(writer["name"]):
         return True
-    return writer["name"] in reader["aliases"] or _short(writer["name"]) in {
-        _short(a) for a in reader["aliases"]
-    }
+    return writer["name"] in reader["aliases"]
+
+
+def _writer_fields(reader_field: Node, writer: Node) -> list[Node]:
+    """The writer fields ``reader_field`` matches by its name, then its aliases in order."""
+    by_name = {f["name"]: f for f in writer["fields"]}
+    names = dict.fromkeys((reader_field["name"], *reader_field["aliases"]))
+    return [by_name[n] for n in names if n in by_name]
 
 
 def _join(path: str, name: str) -> str:
@@ -228,24 +437,34 @@ class _Resolver:
     def breaks(self, reader: Node, writer: Node, path: str) -> list[Break]:
         rkind, wkind = reader["type"], writer["type"]
         if wkind == "union":
-            out: list[Break] = []
             for branch in writer["branches"]:
-                if self.breaks(reader, branch, path):
-                    out.append(
-                        Break(path, _Kind.TYPE, reader=describe(reader), writer=describe(writer))
-                    )
-                    break
-            return out
+                found = self.breaks(reader, branch, path)
+                if found:
+                    return [self._whole(found, reader, writer, path)]
+            return []
         if rkind == "union":
             # The first reader branch that can read the writer's type is used; any will do here.
-            if any(not self.breaks(b, writer, path) for b in reader["branches"]):
+            tried = [self.breaks(b, writer, path) for b in reader["branches"]]
+            if any(not t for t in tried):
                 return []
-            return [Break(path, _Kind.TYPE, reader=describe(reader), writer=describe(writer))]
+            # Only our bytes-as-string rule in the way of some branch: say that, not "type".
+            text = next((t for t in tried if all(b.kind is _Kind.TEXT for b in t)), tried[0])
+            return [self._whole(text, reader, writer, path)]
+        if (rkind, wkind) == ("string", "bytes"):
+            return [Break(path, _Kind.TEXT, reader=describe(reader), writer=describe(writer))]
         if rkind == wkind:
             return self._same_kind(reader, writer, path)
         if rkind in _PROMOTIONS.get(wkind, frozenset()):
             return []
         return [Break(path, _Kind.TYPE, reader=describe(reader), writer=describe(writer))]
+
+    @staticmethod
+    def _whole(found: list[Break], reader: Node, writer: Node, path: str) -> Break:
+        """One break for a union that cannot be read: bytes-as-string when that is all that is
+        in the way (so the reason is kept), else a type change."""
+        text = all(b.kind is _Kind.TEXT for b in found)
+        kind = _Kind.TEXT if text else _Kind.TYPE
+        return Break(path, kind, reader=describe(reader), writer=describe(writer))
 
     def _same_kind(self, reader: Node, writer: Node, path: str) -> list[Break]:
         kind = reader["type"]
@@ -288,16 +507,18 @@ class _Resolver:
             self._seen.discard(pair)
 
     def _fields(self, reader: Node, writer: Node, path: str) -> list[Break]:
-        by_name = {f["name"]: f for f in writer["fields"]}
         matched: set[str] = set()
         out: list[Break] = []
         for field in reader["fields"]:
-            found = next(
-                (by_name[n] for n in (field["name"], *sorted(field["aliases"])) if n in by_name),
-                None,
-            )
+            candidates = _writer_fields(field, writer)
             here = _join(path, field["name"])
-            if found is not None:
+            if len(candidates) > 1:
+                # Java Avro refuses to guess ("matches multiple fields in writer schema").
+                matched.update(f["name"] for f in candidates)
+                names = tuple(f["name"] for f in candidates)
+                out.append(Break(here, _Kind.AMBIGUOUS, symbols=names))
+            elif candidates:
+                (found,) = candidates
                 matched.add(found["name"])
                 out.extend(self.breaks(field["type"], found["type"], here))
             elif not field["has_default"]:
@@ -315,8 +536,11 @@ class _Resolver:
 
 
 def read_breaks(reader: _Schema, writer: _Schema) -> list[Break]:
-    """Why data written with ``writer`` cannot be read with ``reader`` (empty: it can)."""
-    return _Resolver().breaks(_canonical(reader), _canonical(writer), "")
+    """Why data written with ``writer`` cannot be read with ``reader`` (empty: it can).
+
+    Raises :class:`SchemaError` when either is no valid Avro schema (see :func:`schema_errors`).
+    """
+    return _Resolver().breaks(_valid(reader, "reader"), _valid(writer, "writer"), "")
 
 
 # -- paykafka policy -----------------------------------------------------------------------------
@@ -336,14 +560,16 @@ def _policy(old: Node, new: Node, path: str, seen: set[tuple[int, int]]) -> list
         nbranches = new["branches"] if nkind == "union" else [new]
         out: list[_PolicyBreak] = []
         for ob in obranches:
-            twin = next((nb for nb in nbranches if _same_branch(ob, nb)), None)
+            twin = _twin(ob, nbranches)
             if twin is not None:
                 out.extend(_policy(ob, twin, path, seen))
         return out
     out = []
     old_logical, new_logical = old.get("logicalType"), new.get("logicalType")
-    if old_logical != new_logical and okind == nkind and okind in _PRIMITIVES | {"fixed"}:
-        # Only for the same underlying type: a different one is already an Avro break.
+    if old_logical != new_logical and _readable_scalar(okind, nkind):
+        # The same underlying type, or one Avro promotes either way (bytes <-> string,
+        # int -> long...): the bytes still resolve, their meaning does not. An unrelated type
+        # is an Avro break already.
         out.append(
             _PolicyBreak(
                 path,
@@ -378,7 +604,7 @@ def _policy(old: Node, new: Node, path: str, seen: set[tuple[int, int]]) -> list
 def _enum_policy(old: Node, new: Node, path: str) -> list[_PolicyBreak]:
     removed = [s for s in old["symbols"] if s not in new["symbols"]]
     if not removed:
-        return []
+        return _enum_order(old, new, path)
     fallback = new.get("default")
     why = (
         f"payments already written with them would be read as `{fallback}`, silently "
@@ -395,6 +621,29 @@ def _enum_policy(old: Node, new: Node, path: str) -> list[_PolicyBreak]:
     ]
 
 
+def _enum_order(old: Node, new: Node, path: str) -> list[_PolicyBreak]:
+    """Symbols are append-only. Avro resolves enums by name, so readers cope; but ordinals
+    leak out of Avro (enums generated for other languages, ordinals stored in databases or
+    sorted on), and the order is what tells a reviewer which symbols are new."""
+    symbols, before = new["symbols"], old["symbols"]
+    if symbols[: len(before)] == before:
+        return []
+    name = _short(new["name"])
+    inserted = [s for s in symbols[: len(before)] if s not in before]
+    if inserted:
+        change = f"inserted enum symbol(s) {', '.join(inserted)} before existing ones of {name}"
+    else:
+        change = f"reordered enum symbols of {name}"
+    return [
+        _PolicyBreak(
+            path,
+            change,
+            "symbols are append-only: every existing symbol keeps its position, new ones go at "
+            "the end (ordinals outlive Avro in generated code and stored data)",
+        )
+    ]
+
+
 def _record_policy(
     old: Node, new: Node, path: str, seen: set[tuple[int, int]]
 ) -> list[_PolicyBreak]:
@@ -406,7 +655,11 @@ def _record_policy(
     matched: set[str] = set()
     added: list[Node] = []
     for nf in new["fields"]:
-        of = next((f for f in old["fields"] if f["name"] in {nf["name"], *nf["aliases"]}), None)
+        candidates = _writer_fields(nf, old)
+        if len(candidates) > 1:
+            matched.update(f["name"] for f in candidates)  # an Avro break, said there
+            continue
+        of = candidates[0] if candidates else None
         if of is None:
             added.append(nf)
         else:
@@ -430,10 +683,30 @@ def _record_policy(
     return out
 
 
+def _readable_scalar(okind: str, nkind: str) -> bool:
+    scalars = _PRIMITIVES | {"fixed"}
+    if okind not in scalars or nkind not in scalars:
+        return False
+    return (
+        okind == nkind
+        or nkind in _PROMOTIONS.get(okind, frozenset())
+        or okind in _PROMOTIONS.get(nkind, frozenset())
+    )
+
+
 def _same_branch(a: Node, b: Node) -> bool:
     if a["type"] != b["type"]:
         return False
-    return a["type"] not in _NAMED or _short(a["name"]) == _short(b["name"])
+    return a["type"] not in _NAMED or _names_match(b, a)
+
+
+def _twin(old: Node, branches: Sequence[Node]) -> Node | None:
+    """The new union branch that old values of ``old`` resolve to: the same type, else the
+    first one Avro would promote them to."""
+    same = next((b for b in branches if _same_branch(old, b)), None)
+    if same is not None:
+        return same
+    return next((b for b in branches if _readable_scalar(old["type"], b["type"])), None)
 
 
 def policy_breaks(old: _Schema, new: _Schema) -> list[Problem]:
@@ -552,6 +825,12 @@ def _phrase_missing(b: Break, new_reads: bool) -> tuple[str, str]:
     return change, hint
 
 
+_TEXT_HINT = (
+    " (bytes read as a string: Avro allows it, paykafka does not, since bytes need not be UTF-8 "
+    "text and Python readers fail on the first that is not)"
+)
+
+
 def _phrase(b: Break, direction: Direction, label: str) -> Problem:
     new_reads = direction is Direction.BACKWARD
     old_t, new_t = (b.writer, b.reader) if new_reads else (b.reader, b.writer)
@@ -560,8 +839,9 @@ def _phrase(b: Break, direction: Direction, label: str) -> Problem:
     else:
         effect = f"readers of {_OLD} cannot read events written with the new schema"
     hint = ""
-    if b.kind is _Kind.TYPE:
+    if b.kind in (_Kind.TYPE, _Kind.TEXT):
         change = f"changed type {old_t} -> {new_t}"
+        hint = _TEXT_HINT if b.kind is _Kind.TEXT else ""
     elif b.kind is _Kind.NO_DEFAULT:
         change, hint = _phrase_missing(b, new_reads)
     elif b.kind is _Kind.ENUM_SYMBOLS:
@@ -575,7 +855,21 @@ def _phrase(b: Break, direction: Direction, label: str) -> Problem:
             )
     elif b.kind is _Kind.NAME:
         change = f"renamed {old_t} -> {new_t} without an alias"
-        hint = ' (add the old full name to "aliases")'
+        hint = (
+            ' (add the old full name to "aliases"; an alias without a namespace is in the '
+            "namespace of the type that declares it)"
+        )
+    elif b.kind is _Kind.AMBIGUOUS:
+        names = ", ".join(f"`{n}`" for n in b.symbols)
+        if new_reads:
+            change = f"matches more than one field of {_OLD} ({names}) by its name and aliases"
+        else:
+            change = (
+                f"of {_OLD} matches more than one field of the new schema ({names}) by its name "
+                "and aliases"
+            )
+        effect = "Avro refuses to guess which one to read"
+        hint = "; drop the alias, or rename one of the fields"
     else:
         change = f"changed fixed size {old_t} -> {new_t}"
     return Problem(
@@ -595,14 +889,21 @@ def check(
     policy: bool = True,
 ) -> CompatReport:
     """Check ``candidate`` against ``previous`` (``(label, schema)``, oldest first) under
-    ``level``, plus paykafka's policy unless ``policy`` is off or the level is ``NONE``."""
+    ``level``, plus paykafka's policy unless ``policy`` is off or the level is ``NONE``.
+
+    A candidate that is no valid Avro schema is refused at every level, ``NONE`` included,
+    with the reasons from :func:`schema_errors`."""
     if level not in LEVELS:
         raise ConfigError(f"unknown compatibility level {level!r}; use one of {', '.join(LEVELS)}")
     directions = _directions(level)
     against = list(previous) if level.endswith("_TRANSITIVE") else list(previous[-1:])
+    labels = tuple(label for label, _ in against)
+    new, errors = _parse(candidate)
+    if errors:
+        # Not a schema at all: no level makes it usable, and resolving it would mislead.
+        return CompatReport(level, labels, tuple(_invalid_problem(*e) for e in errors))
     if not directions:
-        return CompatReport(level, tuple(label for label, _ in against))
-    new = _canonical(candidate)
+        return CompatReport(level, labels)
     problems: list[Problem] = []
     for label, schema in against:
         old = _canonical(schema)
@@ -612,7 +913,7 @@ def check(
                 problems.append(_phrase(b, direction, label))
         if policy:
             problems.extend(_policy_problem(b, label) for b in _policy(old, new, "", set()))
-    return CompatReport(level, tuple(label for label, _ in against), tuple(_merge(problems)))
+    return CompatReport(level, labels, tuple(_merge(problems)))
 
 
 def _merge(problems: Iterable[Problem]) -> list[Problem]:

@@ -24,7 +24,15 @@ from typing import Any, TypeVar
 import attrs
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from paykafka._errors import BrokerUnavailableError, ConfigError, DecodeReason, KafkaError
+from paykafka._errors import (
+    BrokerUnavailableError,
+    ConfigError,
+    DecodeReason,
+    KafkaError,
+    PayKafkaError,
+    SecurityError,
+)
+from paykafka._security import SecurityWatch, client_creation_error, wait_for_metadata
 from paykafka._settings import Settings
 
 __all__ = [
@@ -157,7 +165,11 @@ class DeadLetterWriter:
     def __init__(self, settings: Settings, *, timeout: float = 30.0) -> None:
         self._topic = settings.dlq_topic
         self._timeout = timeout
-        self._producer = Producer(settings.producer_config())
+        self._watch = SecurityWatch(settings, topic=settings.dlq_topic, operation="WRITE")
+        try:
+            self._producer = Producer(settings.producer_config(error_cb=self._watch.observe))
+        except KafkaException as exc:
+            raise client_creation_error(settings, exc) from None
 
     @property
     def topic(self) -> str:
@@ -212,6 +224,11 @@ class DeadLetterWriter:
             on_delivery=lambda err, _m: outcome.append(err),
         )
         self._producer.flush(self._timeout)
+        if outcome and outcome[0] is not None:
+            refused = self._watch.classify(outcome[0])
+            if refused is not None:
+                raise refused
+        self._watch.check()
         if not outcome or outcome[0] is not None:
             why = "no acknowledgement in time" if not outcome else outcome[0].str()
             raise KafkaError(
@@ -347,6 +364,9 @@ class DeadLetterQueue:
         self.timeout = timeout
         self.topic = settings.dlq_topic
         self.group = replay_group(settings)
+        self._watch = SecurityWatch(
+            settings, topic=settings.dlq_topic, operation="READ", group=self.group
+        )
 
     def letters(self, *, include_replayed: bool = False) -> list[DeadLetter]:
         """The pending dead letters (all that the topic still holds with ``include_replayed``).
@@ -504,15 +524,32 @@ class DeadLetterQueue:
         return low
 
     def _consumer(self) -> Consumer:
-        return Consumer(
-            self.settings.consumer_config(
-                **{
-                    "group.id": self.group,
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "earliest",
-                }
+        try:
+            return Consumer(
+                self.settings.consumer_config(
+                    error_cb=self._watch.observe,
+                    **{
+                        "group.id": self.group,
+                        "enable.auto.commit": False,
+                        "auto.offset.reset": "earliest",
+                    },
+                )
             )
-        )
+        except KafkaException as exc:
+            raise client_creation_error(self.settings, exc) from None
+
+    def _partitions(self, consumer: Consumer) -> list[int]:
+        """The DLQ topic's partitions; none when it was never created. A refused DESCRIBE
+        is an AuthorizationError, not an empty queue."""
+        metadata = wait_for_metadata(consumer, self._watch, self.timeout, topic=self.topic)
+        found = metadata.topics.get(self.topic)
+        if found is not None and found.error is not None:
+            refused = self._watch.classify(found.error, operation="DESCRIBE")
+            if refused is not None:
+                raise refused
+        if found is None or found.error is not None:
+            return []
+        return sorted(found.partitions)
 
     def _read(
         self,
@@ -521,11 +558,9 @@ class DeadLetterQueue:
     ) -> tuple[list[DeadLetter], dict[int, _Partition]]:
         """Every letter from the start point to the end as it was when reading began."""
         try:
-            metadata = consumer.list_topics(self.topic, timeout=self.timeout)
-            found = metadata.topics.get(self.topic)
-            if found is None or found.error is not None or not found.partitions:
+            parts = self._partitions(consumer)
+            if not parts:
                 return [], {}  # no dead letter was ever written
-            parts = sorted(found.partitions)
             committed = {
                 tp.partition: tp
                 for tp in consumer.committed(
@@ -568,6 +603,9 @@ class DeadLetterQueue:
                     }
                     continue
                 if msg.error() is not None:
+                    refused = self._watch.classify(msg.error())
+                    if refused is not None:
+                        raise refused
                     log.warning("reading %s: %s", self.topic, msg.error().str())
                     continue
                 p = msg.partition()
@@ -582,12 +620,16 @@ class DeadLetterQueue:
 
     def _produce_all(self, letters: Sequence[DeadLetter], should_stop: Callable[[], bool]) -> int:
         """Write ``letters`` back (until ``should_stop``); how many were written and acked."""
-        producer = Producer(self.settings.producer_config())
+        producer = Producer(self.settings.producer_config(error_cb=self._watch.observe))
         failed: list[str] = []
+        refusals: list[SecurityError] = []
 
-        def on_delivery(err: Any, _msg: Any) -> None:
+        def on_delivery(err: Any, msg: Any) -> None:
             if err is not None:
                 failed.append(err.str())
+                refused = self._watch.classify(err, resource=msg.topic(), operation="WRITE")
+                if refused is not None:
+                    refusals.append(refused)
 
         sent = 0
         for letter in letters:
@@ -607,6 +649,8 @@ class DeadLetterQueue:
                     producer.poll(0.1)  # back-pressure: wait for the queue to drain
             sent += 1
         left = producer.flush(self.timeout * 3)
+        if refusals:
+            raise refusals[0]
         if left or failed:
             why = failed[0] if failed else f"{left} still queued after {self.timeout * 3:.0f}s"
             raise KafkaError(
@@ -617,8 +661,11 @@ class DeadLetterQueue:
             )
         return sent
 
-    def _error(self, exc: KafkaException, what: str) -> KafkaError:
+    def _error(self, exc: KafkaException, what: str) -> PayKafkaError:
         err = exc.args[0]
+        refused = self._watch.classify(err) or self._watch.error
+        if refused is not None:
+            return refused
         if err.name() in _UNREACHABLE:
             return BrokerUnavailableError(
                 f"no Kafka broker answered at {self.settings.bootstrap_servers} while {what} "

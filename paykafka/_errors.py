@@ -16,6 +16,8 @@ stock serializers catches ours unchanged::
     │   ├── RegistryUnavailableError          unreachable, timed out or 5xx (retriable)
     │   ├── SubjectNotFoundError              no such subject / version
     │   ├── SchemaNotFoundError               no schema with that id
+    │   ├── RegistryAuthenticationError       401 (also an AuthenticationError)
+    │   ├── RegistryAuthorizationError        403 (also an AuthorizationError)
     │   └── RegistryIncompatibleError         the registry refused an incompatible schema
     │                                         (also an IncompatibleSchemaError)
     ├── SerdeError(SerializationError)        encoding or decoding failed
@@ -24,7 +26,16 @@ stock serializers catches ours unchanged::
     ├── KafkaError                            the broker or librdkafka failed (.code)
     │   ├── DeliveryError                     events were not delivered (.undelivered)
     │   └── BrokerUnavailableError            no broker answered (retriable)
+    ├── SecurityError                         refused for who we are or how we connect
+    │   ├── AuthenticationError               wrong or unknown user / password (Kafka or registry)
+    │   ├── AuthorizationError                a missing ACL (.resource_type, .resource, .operation)
+    │   └── TlsError                          TLS failed: untrusted CA (.ca_location), expired or
+    │                                         wrong-host certificate, plaintext vs TLS listener
     └── StackError                            the local stack cannot start or stop
+
+Security errors are never retriable: retrying a wrong password only locks accounts and fills
+logs. Clients stop at the first one (no retry storm); their messages never hold a secret.
+:func:`security_error` turns a librdkafka error into one of them, in one place.
 """
 
 from __future__ import annotations
@@ -39,6 +50,8 @@ if TYPE_CHECKING:
     from paykafka._event import PaymentEvent
 
 __all__ = [
+    "AuthenticationError",
+    "AuthorizationError",
     "BrokerUnavailableError",
     "ConfigError",
     "DecodeError",
@@ -48,15 +61,20 @@ __all__ = [
     "IncompatibleSchemaError",
     "KafkaError",
     "PayKafkaError",
+    "RegistryAuthenticationError",
+    "RegistryAuthorizationError",
     "RegistryError",
     "RegistryIncompatibleError",
     "RegistryUnavailableError",
     "SchemaError",
     "SchemaNotFoundError",
+    "SecurityError",
     "SerdeError",
     "StackError",
     "SubjectNotFoundError",
+    "TlsError",
     "ValidationError",
+    "security_error",
 ]
 
 
@@ -225,3 +243,196 @@ class BrokerUnavailableError(KafkaError):
 
 class StackError(PayKafkaError):
     """The local Kafka + registry stack cannot be started, stopped or inspected."""
+
+
+class SecurityError(PayKafkaError):
+    """The broker or the registry refused us for who we are or how we connect; never retriable.
+
+    ``code`` keeps confluent-kafka's error code name (``_AUTHENTICATION``, ``_SSL``,
+    ``TOPIC_AUTHORIZATION_FAILED``...) or ``HTTP 401`` / ``HTTP 403`` for the registry.
+    """
+
+    retriable = False
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        PayKafkaError.__init__(self, message, retriable=False)
+        self.code = code
+
+
+class AuthenticationError(SecurityError):
+    """Login refused: wrong password, unknown user or a SASL mechanism the server does not
+    offer. Fix ``PAYKAFKA_SASL_USERNAME`` / ``PAYKAFKA_SASL_PASSWORD`` (or the registry's)."""
+
+
+class AuthorizationError(SecurityError):
+    """Logged in, but no ACL allows ``operation`` on ``resource_type`` ``resource``.
+
+    Raised for producing (WRITE on the topic), consuming (READ on the topic and on the group),
+    creating topics (CREATE) and dead-lettering (WRITE on the DLQ topic); an operator grants it
+    with ``kafka-acls --add``. ``undelivered`` holds the events a refused producer still had.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        resource_type: str,
+        resource: str,
+        operation: str,
+        code: str | None = None,
+        undelivered: Sequence[tuple[PaymentEvent, str]] = (),
+    ) -> None:
+        super().__init__(message, code=code)
+        self.resource_type = resource_type
+        self.resource = resource
+        self.operation = operation
+        self.undelivered: tuple[tuple[PaymentEvent, str], ...] = tuple(undelivered)
+
+
+class TlsError(SecurityError):
+    """The TLS handshake failed: the server's certificate is not signed by the CA in
+    ``ca_location``, has expired or names another host; or one side speaks TLS and the other
+    plaintext (check ``PAYKAFKA_SECURITY_PROTOCOL`` against the listener)."""
+
+    def __init__(self, message: str, *, ca_location: str | None = None, code: str | None = None):
+        super().__init__(message, code=code)
+        self.ca_location = ca_location
+
+
+class RegistryAuthenticationError(RegistryError, AuthenticationError):
+    """The registry refused the credentials (HTTP 401); also an :class:`AuthenticationError`."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, error_code: int | None = None
+    ) -> None:
+        SecurityError.__init__(self, message, code=f"HTTP {status}")
+        self.status = status
+        self.error_code = error_code
+
+
+class RegistryAuthorizationError(RegistryError, AuthorizationError):
+    """The registry knows the user but refuses the call (HTTP 403); also an
+    :class:`AuthorizationError` (``resource`` is the API path, ``operation`` the method)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        resource: str,
+        operation: str,
+        status: int | None = None,
+        error_code: int | None = None,
+    ) -> None:
+        SecurityError.__init__(self, message, code=f"HTTP {status}")
+        self.status = status
+        self.error_code = error_code
+        self.resource_type = "registry path"
+        self.resource = resource
+        self.operation = operation
+        self.undelivered = ()
+
+
+#: librdkafka / broker codes of refused ACLs, with the resource type each one is about.
+_AUTHZ_CODES = {
+    "TOPIC_AUTHORIZATION_FAILED": "topic",
+    "GROUP_AUTHORIZATION_FAILED": "group",
+    "CLUSTER_AUTHORIZATION_FAILED": "cluster",
+    "TRANSACTIONAL_ID_AUTHORIZATION_FAILED": "transactional id",
+}
+_PLAINTEXT_HINT = "connecting to a SSL listener"
+#: An ``_SSL`` error is a refusal only when the handshake or the certificate failed; a TLS
+#: connection cut by a crashing broker is an outage, retried like any other.
+_TLS_REFUSAL_HINTS = ("handshake", "certificate", "wrong version number", "ssl.ca.location")
+_CONNECTION_HINTS = ("disconnected", "connection reset", "unexpected eof", "timed out")
+_TLS_HINT = "connecting to a PLAINTEXT broker listener"
+
+
+def security_error(
+    code: str,
+    text: str,
+    *,
+    servers: str,
+    protocol: str | None = None,
+    username: str | None = None,
+    ca_location: str | None = None,
+    resource: str | None = None,
+    operation: str | None = None,
+) -> SecurityError | None:
+    """The :class:`SecurityError` a librdkafka error ``code`` / ``text`` means, else None.
+
+    ``resource`` and ``operation`` name what was refused (``"payments"``, ``"WRITE"``) for
+    authorization codes; the rest goes into messages so each says what to fix. librdkafka's
+    texts never carry passwords; the messages built here do not either.
+    """
+    who = f"user {username!r}" if username else "a client without a SASL user"
+    lowered = text.lower()
+    if _PLAINTEXT_HINT in text:
+        return TlsError(
+            f"{servers} expects TLS but this client connects in plaintext "
+            f"(security protocol {protocol or 'PLAINTEXT'}); set PAYKAFKA_SECURITY_PROTOCOL="
+            "SASL_SSL (or SSL) and PAYKAFKA_SSL_CA_LOCATION",
+            code=code,
+        )
+    if _TLS_HINT in text:
+        return _tls_error(code, text, servers=servers, ca_location=ca_location)
+    if code in _AUTHZ_CODES:
+        kind = _AUTHZ_CODES[code]
+        name = resource or "?"
+        op = operation or "?"
+        where = "the cluster" if kind == "cluster" else f"{kind} {name!r}"
+        return AuthorizationError(
+            f"{who} may not {op} {where} on {servers} (no ACL allows it); ask for an ACL "
+            f"granting {op} on {where} to User:{username or '?'}",
+            resource_type=kind,
+            resource=name if kind != "cluster" else "kafka-cluster",
+            operation=op,
+            code=code,
+        )
+    if any(hint in lowered for hint in _CONNECTION_HINTS):
+        # A broker going away mid-login or mid-handshake: an outage, not a refusal.
+        return None
+    if code in ("_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED", "ILLEGAL_SASL_STATE"):
+        return AuthenticationError(
+            f"Kafka at {servers} refused the login of {who}: {_short(text)}; check "
+            "PAYKAFKA_SASL_USERNAME, PAYKAFKA_SASL_PASSWORD and PAYKAFKA_SASL_MECHANISM",
+            code=code,
+        )
+    if code == "_SSL" and any(hint in lowered for hint in _TLS_REFUSAL_HINTS):
+        return _tls_error(code, text, servers=servers, ca_location=ca_location)
+    return None
+
+
+def _tls_error(code: str, text: str, *, servers: str, ca_location: str | None) -> TlsError:
+    lowered = text.lower()
+    ca = f"the CA file {ca_location}" if ca_location else "the system's CA certificates"
+    if _TLS_HINT.lower() in lowered or "wrong version number" in lowered:
+        why = (
+            f"{servers} does not speak TLS on that port; use the TLS listener or set "
+            "PAYKAFKA_SECURITY_PROTOCOL to match the listener"
+        )
+    elif "expired" in lowered:
+        why = f"the certificate of {servers} has expired; the broker needs a new one"
+    elif "not yet valid" in lowered:
+        why = f"the certificate of {servers} is not valid yet (check the clocks)"
+    elif "hostname mismatch" in lowered or "ip address mismatch" in lowered:
+        why = (
+            f"the certificate of {servers} does not name that host; connect with a host name "
+            "the certificate lists"
+        )
+    elif "no such file" in lowered or ("ssl.ca.location" in lowered and "failed to" in lowered):
+        why = f"cannot read {ca}; fix PAYKAFKA_SSL_CA_LOCATION"
+    else:
+        why = (
+            f"the certificate of {servers} is not trusted by {ca}; point "
+            "PAYKAFKA_SSL_CA_LOCATION at the CA that signed it"
+        )
+    return TlsError(
+        f"TLS to {servers} failed: {why} ({_short(text)})", ca_location=ca_location, code=code
+    )
+
+
+def _short(text: str) -> str:
+    """librdkafka's text without its ``host:port/id: `` prefix, cut to one readable line."""
+    tail = text.split(": ", 1)[1] if text.count(": ") and "/" in text.split(": ", 1)[0] else text
+    tail = " ".join(tail.split())
+    return tail if len(tail) <= 240 else tail[:237] + "..."

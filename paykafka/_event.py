@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Context, Decimal, InvalidOperation
 from typing import Any
@@ -21,12 +22,20 @@ import attrs
 from paykafka._currencies import MINOR_UNITS, minor_units
 from paykafka._errors import ValidationError
 
-__all__ = ["PaymentEvent", "PaymentMethod"]
+__all__ = ["PaymentEvent", "PaymentMethod", "extra", "optional_fields"]
 
 # The schema's decimal(18, 4): at most 14 digits before the point.
 _MAX_INTEGER_DIGITS = 14
 _MAX_AMOUNT = Decimal(10) ** _MAX_INTEGER_DIGITS
 _MAX_USER_LENGTH = 256
+# An amount string as the wire would write it: ASCII digits, optional sign, point, exponent.
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+# Spelled out so they reach the "not a finite number" message instead of the syntax one.
+_NON_FINITE = frozenset({"nan", "snan", "inf", "infinity"})
+_VISIBLE_ASCII = re.compile(r"[!-~]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Letters (so "printable") that render as blank space: Hangul fillers and the Braille blank.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 class PaymentMethod(enum.StrEnum):
@@ -62,23 +71,58 @@ def _to_uuid(value: uuid.UUID | str) -> uuid.UUID:
 def _to_user(value: str) -> str:
     if not isinstance(value, str):
         raise ValidationError("user", f"must be a string, got {type(value).__name__}")
-    if not value.strip():
-        raise ValidationError("user", "must not be empty or blank")
+    if not _visible(value):
+        raise ValidationError(
+            "user", "must not be empty or blank (whitespace or invisible characters only)"
+        )
     if len(value) > _MAX_USER_LENGTH:
         raise ValidationError("user", f"is {len(value)} characters; at most {_MAX_USER_LENGTH}")
+    _refuse_surrogates("user", value)
     return value
 
 
+def _visible(text: str) -> bool:
+    """Whether ``text`` shows anything: a user of only U+200B looks like no user at all."""
+    if _VISIBLE_ASCII.search(text):  # the common case, in C
+        return True
+    return any(c.isprintable() and not c.isspace() and c not in _BLANK_LETTERS for c in text)
+
+
+def _refuse_surrogates(field: str, text: str) -> None:
+    # Refused here, not at send(): a lone surrogate cannot be encoded as UTF-8 at all.
+    if _SURROGATE.search(text):
+        raise ValidationError(
+            field, "contains a lone surrogate (\\ud800-\\udfff), which is not valid Unicode text"
+        )
+
+
 def _to_decimal(value: Decimal | str | int) -> Decimal:
-    if isinstance(value, bool | float):
+    if isinstance(value, bool):
         raise ValidationError(
             "amount",
-            f"{value!r} is a {type(value).__name__}, and money is never a float: pass "
+            f"{value!r} is a bool, not an amount: pass a Decimal such as Decimal('249.99') "
+            "or a string such as '249.99'",
+        )
+    if isinstance(value, float):
+        raise ValidationError(
+            "amount",
+            f"{value!r} is a float, and money is never a float: pass "
             f"Decimal({str(value)!r}) or the string {str(value)!r}",
         )
     if isinstance(value, Decimal):
         amount = value
-    elif isinstance(value, int | str):
+    elif isinstance(value, int):
+        amount = Decimal(value)
+    elif isinstance(value, str):
+        # Decimal() also takes spaces, underscores and any script's digits (' 12 ', '1_000',
+        # full-width or Arabic-Indic digits); an amount on the wire is plain ASCII, so one
+        # given in code must be too.
+        if not _PLAIN_NUMBER.fullmatch(value) and value.lower().lstrip("+-") not in _NON_FINITE:
+            raise ValidationError(
+                "amount",
+                f"{value!r} is not a decimal number written with ASCII digits, such as "
+                "'249.99' (no spaces, underscores or other digits)",
+            )
         try:
             amount = Decimal(value)
         except InvalidOperation:
@@ -114,17 +158,57 @@ def _to_timestamp(value: datetime) -> datetime:
             f"{value.isoformat()} has no timezone; pass an aware datetime such as "
             "datetime.now(timezone.utc)",
         )
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValidationError(
+            "timestamp", f"{value.isoformat()} is outside the years 1-9999 once converted to UTC"
+        ) from None
 
 
 def _to_note(value: str | None) -> str | None:
-    if value is None or isinstance(value, str):
+    if value is None:
+        return value
+    if isinstance(value, str):
+        _refuse_surrogates("note", value)
         return value
     raise ValidationError("note", f"must be a string or None, got {type(value).__name__}")
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+#: Metadata key of an ``extra`` field: the Avro types its schema field may have (non-null part).
+_AVRO = "paykafka.avro"
+_AVRO_NAMES: Mapping[type, tuple[str, ...]] = {
+    str: ("string",),
+    int: ("int", "long"),
+    float: ("float", "double"),
+    bool: ("boolean",),
+    bytes: ("bytes",),
+}
+
+
+def extra(kind: type) -> Any:
+    """An optional field beyond the six core ones: ``None`` by default, else a ``kind``.
+
+    The one declaration an optional schema field needs (``channel: str | None = extra(str)``):
+    ``to_dict``, ``from_dict``, ``to_json`` and the decoder's fast path handle every such
+    field from the class itself, and the value's type is checked like the core fields'.
+    """
+
+    accepted = (int, float) if kind is float else (kind,)
+
+    def check(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is None:
+            return
+        if not isinstance(value, accepted) or (isinstance(value, bool) and kind is not bool):
+            raise ValidationError(
+                attribute.name, f"must be a {kind.__name__} or None, got {type(value).__name__}"
+            )
+
+    return attrs.field(default=None, validator=check, metadata={_AVRO: _AVRO_NAMES[kind]})
 
 
 @attrs.frozen(kw_only=True)
@@ -148,9 +232,9 @@ class PaymentEvent:
     def __attrs_post_init__(self) -> None:
         # Amount rules depend on the currency, so they run once both fields are converted.
         places = MINOR_UNITS[self.currency]
-        quantum = Decimal(1).scaleb(-places)
+        quantum = Decimal(1).scaleb(-places, _EXACT)
         try:
-            exact = self.amount.quantize(quantum)
+            exact = self.amount.quantize(quantum, context=_EXACT)
         except InvalidOperation:
             exact = None
         if exact is None or exact != self.amount:
@@ -166,15 +250,17 @@ class PaymentEvent:
 
     def to_dict(self) -> dict[str, Any]:
         """The Avro record for this event (what the serializer writes)."""
-        return {
+        record = {
             "payment_id": str(self.payment_id),
             "user": self.user,
             "amount": self.amount,
             "currency": self.currency,
             "method": self.method.value,
             "timestamp": self.timestamp,
-            "note": self.note,
         }
+        for name in _EXTRA_NAMES:
+            record[name] = getattr(self, name)
+        return record
 
     @classmethod
     def from_dict(cls, record: Mapping[str, Any]) -> PaymentEvent:
@@ -187,8 +273,8 @@ class PaymentEvent:
                 currency=record["currency"],
                 method=record["method"],
                 timestamp=record["timestamp"],
-                # A reader schema older than the field has no key: the event has no note.
-                note=record.get("note"),
+                # A reader schema older than an optional field has no key: it stays None.
+                **{name: record.get(name) for name in _EXTRA_NAMES},
             )
         except KeyError as exc:
             raise ValidationError(str(exc.args[0]), "is missing from the record") from None
@@ -217,8 +303,7 @@ class PaymentEvent:
         """
         places = MINOR_UNITS.get(currency)
         if (
-            not _TRUSTED_FIELDS_MATCH
-            or places is None
+            places is None
             or places > scale
             or type(payment_id) is not uuid.UUID
             or type(method) is not PaymentMethod
@@ -227,7 +312,7 @@ class PaymentEvent:
             return None
         try:
             user = _to_user(user)
-            note = _to_note(extras.get("note"))
+            optional = [(a.name, _extra_value(a, extras.get(a.name))) for a in _EXTRAS]
         except ValidationError:
             return None
         whole, rest = divmod(units, 10 ** (scale - places))
@@ -241,7 +326,8 @@ class PaymentEvent:
         set_(event, "currency", currency)
         set_(event, "method", method)
         set_(event, "timestamp", timestamp)
-        set_(event, "note", note)
+        for name, value in optional:
+            set_(event, name, value)
         return event
 
     def to_json(self) -> str:
@@ -252,7 +338,7 @@ class PaymentEvent:
         ``"249.99"`` survives every parser; ``Decimal(data["amount"])`` gets the money back.
         Every JSON the CLI and the examples print carries the amount this way.
         """
-        fields: dict[str, str] = {
+        fields: dict[str, Any] = {
             "payment_id": str(self.payment_id),
             "user": self.user,
             "amount": f"{self.amount:f}",
@@ -260,22 +346,64 @@ class PaymentEvent:
             "method": self.method.value,
             "timestamp": self.timestamp.isoformat(),
         }
-        if self.note is not None:  # optional fields follow the tutorial's keys, only when set
-            fields["note"] = self.note
+        for name in _EXTRA_NAMES:  # optional fields follow the tutorial's keys, only when set
+            value = getattr(self, name)
+            if value is not None:
+                fields[name] = value
         return json.dumps(fields)
 
 
-# PaymentEvent._trusted sets exactly these fields: a field added to the class without teaching
-# _trusted about it turns the fast path off (events then take from_dict) instead of leaving the
-# new field unset.
-_TRUSTED_FIELDS_MATCH = tuple(f.name for f in attrs.fields(PaymentEvent)) == (
-    "payment_id",
-    "user",
-    "amount",
-    "currency",
-    "method",
-    "timestamp",
-    "note",
-)
+# The six core fields have their own code everywhere; every other field is an optional extra
+# (``note``, and whatever a schema evolution adds) handled generically from the class itself,
+# so adding one takes one declaration and never turns the decoder's fast path off.
+_CORE = ("payment_id", "user", "amount", "currency", "method", "timestamp")
+_EXTRAS = tuple(a for a in attrs.fields(PaymentEvent) if a.name not in _CORE)
+_EXTRA_NAMES = tuple(a.name for a in _EXTRAS)
+
+
+def _extra_value(attribute: attrs.Attribute[Any], value: Any) -> Any:
+    """``value`` through the field's converter and validator, as the constructor would."""
+    if attribute.converter is not None:
+        value = attribute.converter(value)  # type: ignore[operator]
+    if attribute.validator is not None:
+        attribute.validator(None, attribute, value)
+    return value
+
+
 # Decimal arithmetic on the fast path must not depend on the caller's thread context.
 _EXACT = Context(prec=40)
+
+
+def optional_fields(assignments: Iterable[str]) -> dict[str, Any]:
+    """``["note=rent"]`` -> ``{"note": "rent"}``: PaymentEvent's optional fields from text.
+
+    Why: command lines (``paykafka produce --set``, the examples) reach every optional field
+    of the schema this way, including ones a user adds later, without an option each. Names
+    are checked against the class and values converted to the field's type; the constructor
+    then validates them like any other value.
+    """
+    out: dict[str, Any] = {}
+    for item in assignments:
+        name, sep, text = item.partition("=")
+        attribute = next((a for a in _EXTRAS if a.name == name), None)
+        if not sep or attribute is None:
+            raise ValidationError(
+                name or item,
+                f"{item!r} does not set an optional field: write NAME=VALUE with NAME one of "
+                f"{', '.join(_EXTRA_NAMES)}",
+            )
+        out[name] = _from_text(name, attribute.metadata.get(_AVRO, ("string",)), text)
+    return out
+
+
+def _from_text(name: str, avro: tuple[str, ...], text: str) -> Any:
+    try:
+        if "boolean" in avro:
+            return {"true": True, "false": False}[text.lower()]
+        if "long" in avro:
+            return int(text)
+        if "double" in avro:
+            return float(text)
+    except (KeyError, ValueError):
+        raise ValidationError(name, f"{text!r} is not a {avro[-1]}") from None
+    return text

@@ -5,12 +5,18 @@ frame events with, or raises with an explanation; nothing is produced with a sch
 subject's rule refuses. ``paykafka schema check`` and ``register`` use the same gate, so a
 producer refuses to start with exactly the explanation the command line prints.
 
-Who decides: online, the registry's verdict is the authority on Avro compatibility, and
-paykafka's own checker (:mod:`paykafka._compat`) runs next to it against every registered
-version to say *which field* breaks *which rule* (Apicurio answers only yes or no). Our checker
-also applies paykafka's policy, which the registry does not know: enum symbols are never
-removed and logical types never change meaning. Offline, the checker alone decides, against the
-released versions kept in ``schemas/history/``.
+Who decides: online, both the registry and paykafka's own checker (:mod:`paykafka._compat`)
+are asked, and a schema either refuses is refused. The checker says *which field* breaks *which
+rule* (Apicurio answers only yes or no), applies paykafka's policy, which the registry does not
+know (enum symbols are never removed, logical types never change meaning), and is stricter than
+the registry in a few deliberate places (docs/schema-evolution.md lists them): the gate must
+refuse online whatever ``paykafka schema check --offline`` refuses. Offline, the checker alone
+decides, against the released versions kept in ``schemas/history/``.
+
+A schema already registered as version N is judged against the versions before it, by the
+checker alone: it was admissible when it arrived or it is not, whatever came later, and the
+registry cannot be asked about "the versions before N". So a producer never starts with a
+schema ``check`` calls incompatible just because someone registered it by hand.
 
 The level a team set on the subject is never lowered: paykafka sets its own level only on a
 subject that has none, and warns when the level it finds is weaker than the configured one.
@@ -18,9 +24,10 @@ subject that has none, and warns when the level it finds is weaker than the conf
 
 from __future__ import annotations
 
+import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -44,6 +51,8 @@ __all__ = [
     "Verdict",
     "check_offline",
     "default_history_dir",
+    "history_file",
+    "history_names",
     "load_history",
 ]
 
@@ -166,19 +175,33 @@ class SchemaGate:
         return self._settings.subject
 
     def admit(self, schema: PaymentSchema) -> int:
-        """The id to produce with; registers first when ``auto_register`` allows it."""
+        """The id to produce with; registers first when ``auto_register`` allows it.
+
+        A schema registered already is still checked (against the versions before it): being
+        registered is no proof it passed the gate.
+        """
         subject = self.subject
-        try:
-            return self._registry.lookup(subject, schema.text).schema_id
-        except (SubjectNotFoundError, SchemaNotFoundError):
-            pass
+        action = "the producer did not start; nothing was produced"
+        found = self._lookup(schema)
+        if found is not None:
+            if found.version > 1:  # -1: answered from the schema cache, registry unreachable
+                verdict = self.check(schema)
+                if not verdict.compatible:
+                    raise IncompatibleSchemaError(_refusal(verdict, action), verdict.problems)
+            return found.schema_id
         if not self._settings.auto_register:
             raise SchemaError(
                 f"the schema from {schema.source or 'the given text'} is not registered under "
                 f"{subject}, and auto_register is off (governed mode): register it first with "
                 "`paykafka schema register`, or deploy the schema version that is registered"
             )
-        return self.register(schema, action="the producer did not start; nothing was produced")
+        return self.register(schema, action=action)
+
+    def _lookup(self, schema: PaymentSchema) -> RegisteredSchema | None:
+        try:
+            return self._registry.lookup(self.subject, schema.text)
+        except (SubjectNotFoundError, SchemaNotFoundError):
+            return None
 
     def register(self, schema: PaymentSchema, *, action: str = "nothing was registered") -> int:
         """Check ``schema`` like ``paykafka schema check``, then register it; returns its id.
@@ -186,11 +209,10 @@ class SchemaGate:
         ``action`` finishes the refusal message (what did not happen because of it).
         """
         subject = self.subject
-        if self._registry.versions_or_empty(subject):
-            verdict = self.check(schema)
-            if not verdict.compatible:
-                raise IncompatibleSchemaError(_refusal(verdict, action), verdict.problems)
-        else:
+        verdict = self.check(schema)
+        if not verdict.compatible:
+            raise IncompatibleSchemaError(_refusal(verdict, action), verdict.problems)
+        if not verdict.checked_against:
             self._ensure_level(subject)
         try:
             return self._registry.register(subject, schema.text)
@@ -217,6 +239,18 @@ class SchemaGate:
         """Ask the registry, and explain its verdict field by field with our own checker."""
         subject = self.subject
         candidate = schema.source or "the schema"
+        invalid = _compat.schema_errors(schema.text)
+        if invalid:
+            return Verdict(
+                compatible=False,
+                level=self._settings.compatibility,
+                mode="registry",
+                candidate=candidate,
+                checked_against=(),
+                problems=tuple(dict.fromkeys(str(p) for p in invalid)),
+                notes=("not a valid Avro schema, so the registry was not asked",),
+                where=subject,
+            )
         numbers = self._registry.versions_or_empty(subject)
         if not numbers:
             return Verdict(
@@ -236,12 +270,45 @@ class SchemaGate:
             )
         level = self.level()
         registered = [self._registry.version(subject, n) for n in numbers]
+        found = self._lookup(schema)
+        if found is not None and found.version > 0:
+            return self._check_registered(schema, found.version, registered, level)
         transitive = level.endswith("_TRANSITIVE")
         said = self._registry.test_compatibility(
             subject, schema.text, version=None if transitive else "latest"
         )
-        report = _compat.check(schema.text, [(_label(r), r.schema) for r in registered], level)
+        names = history_names()
+        report = _compat.check(
+            schema.text, [(_label(r, names), r.schema) for r in registered], level
+        )
         return _combine(said.is_compatible, said.messages, report, candidate, subject)
+
+    def _check_registered(
+        self,
+        schema: PaymentSchema,
+        version: int,
+        registered: Sequence[RegisteredSchema],
+        level: str,
+    ) -> Verdict:
+        """A registered version, judged against the ones before it by our checker alone."""
+        names = history_names()
+        earlier = [(_label(r, names), r.schema) for r in registered if r.version < version]
+        report = _compat.check(schema.text, earlier, level)
+        return Verdict(
+            compatible=report.compatible,
+            level=level,
+            mode="registry",
+            candidate=schema.source or "the schema",
+            checked_against=report.checked_against,
+            problems=report.messages(),
+            notes=(
+                (
+                    f"already registered as version {version}: checked against the versions "
+                    "before it by paykafka's checker (the registry cannot be asked about those)"
+                ),
+            ),
+            where=self.subject,
+        )
 
     def _ensure_level(self, subject: str) -> None:
         current = self._registry.compatibility(subject)
@@ -268,8 +335,30 @@ class SchemaGate:
             )
 
 
-def _label(registered: RegisteredSchema) -> str:
-    return f"version {registered.version}"
+def _same(text: str) -> str:
+    """A schema text in a form equal for equal schemas, however they were formatted."""
+    return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+
+
+def history_names() -> dict[str, str]:
+    """Released files by schema (``schemas/history/``), to name registry versions with them:
+    file numbers and registry versions need not line up (a version registered by hand, or
+    one the registry folded into an earlier one), so listings show both."""
+    try:
+        return {_same(v.schema.text): v.path.name for v in load_history()}
+    except SchemaError:
+        return {}
+
+
+def history_file(schema: str, names: Mapping[str, str]) -> str | None:
+    """The released file holding ``schema`` (from :func:`history_names`), if any."""
+    return names.get(_same(schema))
+
+
+def _label(registered: RegisteredSchema, names: Mapping[str, str]) -> str:
+    """``version 2``, or ``version 2 (payment.v3.avsc)`` when a released file holds it."""
+    name = history_file(registered.schema, names)
+    return f"version {registered.version}" + (f" ({name})" if name else "")
 
 
 def _combine(
@@ -279,19 +368,18 @@ def _combine(
     candidate: str,
     subject: str,
 ) -> Verdict:
-    """Merge the registry's verdict (authority on Avro rules) with our explanations."""
+    """Merge the registry's verdict with our checker's: either one refusing refuses."""
     avro = [p for p in report.problems if p.rule != _compat.POLICY]
     policy = [p for p in report.problems if p.rule == _compat.POLICY]
     notes: list[str] = []
-    problems: list[str] = []
+    problems: list[str] = [str(p) for p in avro]
     if registry_ok:
         if avro:
             notes.append(
-                "the registry accepts it, though paykafka's own checker would not: "
-                + "; ".join(dict.fromkeys(str(p) for p in avro))
+                "the registry alone would accept it; paykafka's checker is stricter here on "
+                "purpose (docs/schema-evolution.md: deliberate differences)"
             )
     else:
-        problems.extend(str(p) for p in avro)
         if not avro:
             reason = "; ".join(registry_messages) or "it gave no reason"
             problems.append(
@@ -304,7 +392,7 @@ def _combine(
     if policy:
         notes.append("paykafka policy breaks are refused even where the registry would accept")
     return Verdict(
-        compatible=registry_ok and not policy,
+        compatible=registry_ok and not report.problems,
         level=report.level,
         mode="registry",
         candidate=candidate,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 import urllib.parse
 from collections.abc import Mapping
@@ -23,13 +24,17 @@ import attrs
 import httpx
 
 from paykafka._errors import (
+    RegistryAuthenticationError,
+    RegistryAuthorizationError,
     RegistryError,
     RegistryIncompatibleError,
     RegistryUnavailableError,
     SchemaNotFoundError,
     SubjectNotFoundError,
+    TlsError,
 )
 from paykafka._schema_cache import SchemaCache
+from paykafka._security import speaks_tls, tls_context
 from paykafka._settings import Settings
 
 __all__ = ["CompatibilityResult", "RegisteredSchema", "RegistryClient"]
@@ -44,6 +49,7 @@ _VERSION_NOT_FOUND = 40402
 _SCHEMA_NOT_FOUND = 40403
 _SUBJECT_LEVEL_NOT_CONFIGURED = 40408
 _INVALID_SCHEMA = 42201
+_ALREADY_SOFT_DELETED = 40406
 
 
 @attrs.frozen
@@ -84,12 +90,16 @@ class RegistryClient:
             headers["Authorization"] = f"Bearer {s.registry_token}"
         elif s.registry_username is not None:
             auth = httpx.BasicAuth(s.registry_username, s.registry_password or "")
+        verify: ssl.SSLContext | bool = True
+        if s.registry_ca_location:
+            verify = tls_context(s.registry_ca_location, "PAYKAFKA_REGISTRY_CA_LOCATION")
         self._http = httpx.Client(
             base_url=s.registry_url,
             headers=headers,
             auth=auth,
             timeout=httpx.Timeout(s.registry_timeout),
             transport=transport,
+            verify=verify,
         )
         self._by_id: dict[int, str] = {}
         self._lock = threading.Lock()
@@ -204,6 +214,32 @@ class RegistryClient:
             body = self._request("DELETE", f"/subjects/{_q(subject)}", params={"permanent": "true"})
         return [int(v) for v in body]
 
+    def deleted_or_live_version(self, subject: str, version: int) -> RegisteredSchema:
+        """One version, soft-deleted or not (``?deleted=true``), e.g. to say what a delete
+        removes."""
+        body = self._request(
+            "GET",
+            f"/subjects/{_q(subject)}/versions/{int(version)}",
+            params={"deleted": "true"},
+        )
+        return _registered(body, subject)
+
+    def delete_version(self, subject: str, version: int, *, permanent: bool = False) -> None:
+        """Delete one version: soft (hidden, restored by registering it again), then hard.
+
+        Permanent deletion needs a soft one first on both registries; an already soft-deleted
+        version (``40406``) just goes on to the hard delete.
+        """
+        path = f"/subjects/{_q(subject)}/versions/{int(version)}"
+        try:
+            self._request("DELETE", path)
+        except RegistryError as exc:
+            if not (permanent and exc.error_code == _ALREADY_SOFT_DELETED):
+                raise
+        if permanent:
+            self._request("DELETE", path, params={"permanent": "true"})
+        log.info("deleted %s version %d%s", subject, version, " permanently" if permanent else "")
+
     # -- compatibility -----------------------------------------------------------------------
 
     def test_compatibility(
@@ -270,6 +306,9 @@ class RegistryClient:
                 "(paykafka stack status) or raise PAYKAFKA_REGISTRY_TIMEOUT"
             ) from None
         except httpx.TransportError as exc:
+            refused = self._tls_refusal(exc)
+            if refused is not None:
+                raise refused from None
             raise RegistryUnavailableError(
                 f"cannot reach the schema registry at {self.url} ({type(exc).__name__}); "
                 "start it (paykafka stack up) or set PAYKAFKA_REGISTRY_URL"
@@ -277,6 +316,37 @@ class RegistryClient:
         if response.is_success:
             return response.json() if response.content else {}
         raise _error_for(response, method, path, self.url)
+
+    def _tls_refusal(self, exc: httpx.TransportError) -> TlsError | None:
+        """A TLS failure behind a transport error: untrusted, expired or wrong-host
+        certificate, or plain HTTP sent to an HTTPS-only registry."""
+        text = str(exc)
+        ca = self._settings.registry_ca_location
+        trusted = f"the CA file {ca}" if ca else "the system's CA certificates"
+        if "CERTIFICATE_VERIFY_FAILED" in text or isinstance(exc.__context__, ssl.SSLError):
+            lowered = text.lower()
+            if "expired" in lowered:
+                why = "its certificate has expired"
+            elif "hostname" in lowered or "ip address mismatch" in lowered:
+                why = "its certificate does not name that host"
+            else:
+                why = (
+                    f"its certificate is not trusted by {trusted}; point "
+                    "PAYKAFKA_REGISTRY_CA_LOCATION at the CA that signed it"
+                )
+            return TlsError(
+                f"TLS to the schema registry at {self.url} failed: {why}",
+                ca_location=ca,
+                code="SSL",
+            )
+        url = self._http.base_url
+        if url.scheme == "http" and url.host and url.port and speaks_tls(url.host, url.port):
+            return TlsError(
+                f"the schema registry at {self.url} expects HTTPS; use an https:// "
+                "PAYKAFKA_REGISTRY_URL (and PAYKAFKA_REGISTRY_CA_LOCATION for a private CA)",
+                code="SSL",
+            )
+        return None
 
 
 def _q(part: str) -> str:
@@ -314,12 +384,22 @@ def _error_for(response: httpx.Response, method: str, path: str, url: str) -> Re
             status=status,
             error_code=code,
         )
-    if status in (401, 403):
-        return RegistryError(
+    if status == 401:
+        return RegistryAuthenticationError(
             f"the schema registry refused the credentials ({status}) for {where}; check "
             "PAYKAFKA_REGISTRY_USERNAME / PAYKAFKA_REGISTRY_PASSWORD or PAYKAFKA_REGISTRY_TOKEN",
             status=status,
             error_code=code,
+        )
+    if status == 403:
+        return RegistryAuthorizationError(
+            f"the schema registry does not allow {method} {path} to this user ({status}); "
+            "ask its operator for the role, or use PAYKAFKA_REGISTRY_USERNAME of a user who "
+            "may",
+            status=status,
+            error_code=code,
+            resource=path,
+            operation=method,
         )
     if status == 404:
         if code == _SCHEMA_NOT_FOUND or path.startswith("/schemas/ids/"):

@@ -17,8 +17,16 @@ import attrs
 import fastavro
 
 from paykafka._errors import SchemaError
+from paykafka._event import _AVRO, PaymentEvent, PaymentMethod
 
-__all__ = ["PaymentSchema", "default_schema_path", "load_schema", "parse_schema_text"]
+__all__ = [
+    "PaymentSchema",
+    "default_schema_path",
+    "disagreement",
+    "load_schema",
+    "parse_schema_text",
+    "require_agreement",
+]
 
 _SCHEMA_FILE = "payment.avsc"
 
@@ -119,3 +127,70 @@ def load_schema(path: str | Path | None = None) -> PaymentSchema:
             f"schema file {target} does not exist; check schema_path / PAYKAFKA_SCHEMA_PATH"
         ) from None
     return _load_cached(target.resolve(), mtime)
+
+
+# -- the schema in use and the code --------------------------------------------------------------
+
+
+def disagreement(schema: PaymentSchema) -> str | None:
+    """Why this code's ``PaymentEvent`` / ``PaymentMethod`` cannot work with ``schema``.
+
+    Why at start: code older than its schema file (``PAYKAFKA_SCHEMA_PATH`` pointed at a newer
+    one) would otherwise start fine, then drop the fields it does not know and dead-letter real
+    payments with a method it does not know. A schema *older* than the code is fine: the class
+    may have optional fields and trailing methods the schema lacks (it writes and reads the
+    older version). ``None`` means they agree.
+    """
+    where = schema.source or "the schema"
+    known = {a.name: a for a in attrs.fields(PaymentEvent)}
+    unknown = [name for name in schema.field_names if name not in known]
+    if unknown:
+        return (
+            f"{where} has field(s) {', '.join(unknown)} that PaymentEvent lacks (their values "
+            "would be lost): add them to PaymentEvent (README: how to add a field), or run "
+            "with the schema this code was released with"
+        )
+    required = [
+        name
+        for name, a in known.items()
+        if a.default is attrs.NOTHING and name not in schema.field_names
+    ]
+    if required:
+        return f"{where} lacks PaymentEvent's required field(s) {', '.join(required)}"
+    for name in schema.field_names:
+        avro = known[name].metadata.get(_AVRO)
+        ftype = schema.field(name)["type"]
+        if avro is not None and not (
+            isinstance(ftype, list)
+            and ftype[:1] == ["null"]
+            and len(ftype) == 2
+            and ftype[1] in avro
+        ):
+            return (
+                f"{where} gives field {name} the type {json.dumps(ftype)}, where PaymentEvent "
+                f'declares it optional of ["null", {" or ".join(avro)}]'
+            )
+    members = tuple(m.value for m in PaymentMethod)
+    new = [s for s in schema.method_symbols if s not in members]
+    if new:
+        return (
+            f"{where} has payment method(s) {', '.join(new)} that paykafka.PaymentMethod lacks "
+            "(events with them could not be read): add them to PaymentMethod at the same "
+            "position, or run with the schema this code was released with"
+        )
+    prefix = members[: len(schema.method_symbols)]
+    if prefix != schema.method_symbols:
+        pairs = zip(prefix, schema.method_symbols, strict=True)
+        at = next(i for i, (a, b) in enumerate(pairs) if a != b)
+        return (
+            f"PaymentMethod lists {members[at]!r} at position {at + 1} where {where} has "
+            f"{schema.method_symbols[at]!r}: keep PaymentMethod in the schema's order"
+        )
+    return None
+
+
+def require_agreement(schema: PaymentSchema) -> None:
+    """Raise :class:`SchemaError` with :func:`disagreement`'s one line, if any."""
+    why = disagreement(schema)
+    if why is not None:
+        raise SchemaError(f"refusing to start: {why}")

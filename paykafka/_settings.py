@@ -51,9 +51,16 @@ _ENV_PREFIX = "PAYKAFKA_"
 _RDKAFKA_LOG = logging.getLogger("paykafka.librdkafka")
 _T = TypeVar("_T")
 
-# Keys the library owns: a passthrough option may not silently undo a delivery guarantee.
-_PROTECTED_PRODUCER_KEYS = frozenset({"enable.idempotence", "acks", "on_delivery"})
+# Keys the library owns: a passthrough option may not silently undo a delivery guarantee
+# (delivery.report.only.error would leave every delivered event's future waiting forever).
+_PROTECTED_PRODUCER_KEYS = frozenset(
+    {"enable.idempotence", "acks", "on_delivery", "delivery.report.only.error"}
+)
 _PROTECTED_CONSUMER_KEYS = frozenset({"enable.auto.commit", "enable.auto.offset.store"})
+# librdkafka's other names for protected keys; any key may also carry a "topic." prefix, or
+# sit in a "default.topic.config" mapping.
+_KEY_ALIASES = {"request.required.acks": "acks", "auto.commit.enable": "enable.auto.commit"}
+_TOPIC_CONFIG = "default.topic.config"
 
 
 def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -147,6 +154,9 @@ class Settings:
     registry_username: str | None = None
     #: Registry basic-auth password (never shown). ``PAYKAFKA_REGISTRY_PASSWORD``.
     registry_password: str | None = attrs.field(default=None, repr=False)
+    #: CA bundle (PEM) the registry's HTTPS certificate must chain to; the system's CAs when
+    #: unset. ``PAYKAFKA_REGISTRY_CA_LOCATION``.
+    registry_ca_location: str | None = None
     #: Registry bearer token (never shown). ``PAYKAFKA_REGISTRY_TOKEN``.
     registry_token: str | None = attrs.field(default=None, repr=False)
     #: Seconds one registry HTTP call may take. ``PAYKAFKA_REGISTRY_TIMEOUT``.
@@ -254,11 +264,15 @@ class Settings:
         conf.update({k: v for k, v in optional.items() if v is not None})
         return conf
 
-    def producer_config(self, **library: Any) -> dict[str, Any]:
+    def producer_config(
+        self, overrides: Mapping[str, Any] | None = None, /, **library: Any
+    ) -> dict[str, Any]:
         """librdkafka producer config: safe defaults, then passthrough, then ``library`` keys.
 
         Defaults: ``acks=all`` and idempotence so a retry never duplicates or reorders one
         user's payments, and compression because payment records compress well.
+        ``overrides`` (a client's ``kafka_overrides=``) go on top of ``kafka_options``, under
+        the same rule: neither may set a key the guarantees rest on.
         """
         conf = self._client_config()
         conf.update(
@@ -269,11 +283,13 @@ class Settings:
                 "linger.ms": 5,
             }
         )
-        conf.update(self._passthrough(_PROTECTED_PRODUCER_KEYS))
+        conf.update(self._passthrough(_PROTECTED_PRODUCER_KEYS, overrides))
         conf.update(library)
         return conf
 
-    def consumer_config(self, **library: Any) -> dict[str, Any]:
+    def consumer_config(
+        self, overrides: Mapping[str, Any] | None = None, /, **library: Any
+    ) -> dict[str, Any]:
         """librdkafka consumer config for at-least-once tracking.
 
         Offsets are *stored* by paykafka only after an event was handled; librdkafka commits
@@ -291,7 +307,7 @@ class Settings:
                 "auto.offset.reset": "earliest",
             }
         )
-        conf.update(self._passthrough(_PROTECTED_CONSUMER_KEYS))
+        conf.update(self._passthrough(_PROTECTED_CONSUMER_KEYS, overrides))
         conf.update(library)
         return conf
 
@@ -302,14 +318,35 @@ class Settings:
         conf.update(library)
         return conf
 
-    def _passthrough(self, protected: frozenset[str]) -> dict[str, str]:
-        clash = protected & set(self.kafka_options)
-        if clash:
-            raise ConfigError(
-                f"kafka_options may not set {', '.join(sorted(clash))}: paykafka owns these to "
-                "keep its delivery guarantees; remove them from PAYKAFKA_KAFKA_OPTIONS"
-            )
-        return dict(self.kafka_options)
+    def _passthrough(
+        self, protected: frozenset[str], overrides: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        _refuse_protected(self.kafka_options, protected, "kafka_options (PAYKAFKA_KAFKA_OPTIONS)")
+        _refuse_protected(overrides or {}, protected, "the client's own kafka_options=")
+        return {**self.kafka_options, **(overrides or {})}
+
+
+def _refuse_protected(options: Mapping[str, Any], protected: frozenset[str], source: str) -> None:
+    """The one rule for passthrough librdkafka keys: none may name a protected key.
+
+    Keys are compared by what librdkafka makes of them (alias, ``topic.`` prefix, nested
+    ``default.topic.config``), so ``request.required.acks=1`` cannot stand in for ``acks=1``.
+    """
+    keys = list(options)
+    nested = options.get(_TOPIC_CONFIG)
+    if isinstance(nested, Mapping):
+        keys += list(nested)
+    clash = sorted({str(k) for k in keys if _canonical_key(str(k)) in protected})
+    if clash:
+        raise ConfigError(
+            f"{source} may not set {', '.join(clash)}: paykafka owns these to keep its "
+            "delivery guarantees; remove them"
+        )
+
+
+def _canonical_key(key: str) -> str:
+    key = key.strip().removeprefix("topic.")
+    return _KEY_ALIASES.get(key, key)
 
 
 _SECRET_FIELDS = frozenset(f.name for f in attrs.fields(Settings) if not f.repr)

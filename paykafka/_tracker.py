@@ -38,7 +38,8 @@ from paykafka._event import PaymentEvent
 from paykafka._observability import Telemetry, telemetry_for
 from paykafka._observability._telemetry import STATISTICS_INTERVAL_MS
 from paykafka._registry import RegistryClient
-from paykafka._schema import PaymentSchema, load_schema
+from paykafka._schema import PaymentSchema, load_schema, require_agreement
+from paykafka._security import SecurityWatch, client_creation_error
 from paykafka._serde import EventDeserializer
 from paykafka._settings import Settings, client_kafka_options
 
@@ -47,6 +48,8 @@ __all__ = ["PaymentTracker", "TrackedEvent"]
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 5.0
+# Seconds without any partition before a tracker checks for plaintext-against-TLS.
+_DIAGNOSE_AFTER = 2.0
 # Records taken from librdkafka per consume() call; see PaymentTracker._next_message.
 _BATCH = 500
 
@@ -110,6 +113,9 @@ class PaymentTracker:
         self._at_end: set[tuple[str, int]] = set()
         self._handled = 0
         self._dead_lettered = 0
+        self._watch = SecurityWatch(self.settings, operation="READ")
+        self._started_at = time.monotonic()
+        self._diagnosed = False
         # Grows while the registry is out, across polls; a decoded record resets it.
         self._decode_backoff = retry_backoff
 
@@ -120,6 +126,7 @@ class PaymentTracker:
         if self._consumer is not None:
             return self
         schema = self._schema or load_schema(self.settings.schema_path)
+        require_agreement(schema)
         if self._registry is None:
             self._registry = RegistryClient(self.settings)
         self._decode = EventDeserializer(schema, self._registry.schema_by_id)
@@ -127,13 +134,17 @@ class PaymentTracker:
         library: dict[str, Any] = {"enable.partition.eof": True}
         if telemetry is not None and telemetry.wants_statistics:
             group = self.settings.group_id
-            library["statistics.interval.ms"] = STATISTICS_INTERVAL_MS
+            if "statistics.interval.ms" not in self._overrides:
+                library["statistics.interval.ms"] = STATISTICS_INTERVAL_MS
             library["stats_cb"] = lambda stats: telemetry.statistics(group, stats)
-        library.update(self._overrides)
-        conf = self.settings.consumer_config(error_cb=self._on_error, **library)
+        conf = self.settings.consumer_config(self._overrides, error_cb=self._on_error, **library)
         if self._from_beginning:
             conf["auto.offset.reset"] = "earliest"
-        self._consumer = Consumer(conf)
+        try:
+            self._consumer = Consumer(conf)
+        except KafkaException as exc:
+            raise client_creation_error(self.settings, exc) from None
+        self._started_at = time.monotonic()
         self._consumer.subscribe(
             [self.settings.topic], on_assign=self._on_assign, on_revoke=self._on_revoke
         )
@@ -203,6 +214,7 @@ class PaymentTracker:
             if left <= 0:
                 return None
             msg = self._next_message(consumer, min(left, 0.5))
+            self._check_access()
             if msg is None:
                 continue
             if msg.error() is not None:
@@ -464,9 +476,24 @@ class PaymentTracker:
         if code == _RdKafkaError._PARTITION_EOF:
             self._at_end.add(tp)
             return
+        refused = self._watch.classify(err)
+        if refused is not None:
+            raise refused
         if err.fatal():
             raise KafkaError(f"fatal consumer error: {err.str()}", code=err.name())
         log.warning("consumer: %s", err.str(), extra={"code": err.name()})
+
+    def _check_access(self) -> None:
+        """Raise a refused login or TLS failure; and if no partition came after a while,
+        check once whether this plaintext client is talking to a TLS listener."""
+        self._watch.check()
+        if (
+            not self._diagnosed
+            and not self._assigned
+            and time.monotonic() - self._started_at > _DIAGNOSE_AFTER
+        ):
+            self._diagnosed = True
+            self._watch.diagnose()
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
@@ -495,6 +522,11 @@ class PaymentTracker:
                 log.warning("commit failed: %s", err.str())
 
     def _on_error(self, err: Any) -> None:
+        first = self._watch.error is None
+        if self._watch.observe(err):
+            if first:  # librdkafka repeats it on every reconnect: one line is enough
+                log.error("tracker refused: %s", self._watch.error)
+            return
         log.warning("consumer: %s", err.str())
 
     def _install_signals(self) -> Callable[[], None] | None:

@@ -22,6 +22,7 @@ from paykafka import (
     Settings,
 )
 from paykafka._cli import main
+from paykafka._compat import join_labels
 from paykafka._governance import SchemaGate, check_offline, load_history
 from paykafka._schema import PaymentSchema, load_schema, parse_schema_text
 
@@ -134,11 +135,44 @@ def test_a_level_someone_set_is_never_lowered_and_a_weaker_one_is_warned_about(
     assert "weaker than the configured FULL_TRANSITIVE" in caplog.text
 
 
-def test_a_registered_schema_is_admitted_without_checks() -> None:
-    """An already registered version is looked up, not checked or registered again."""
+def test_a_registered_schema_is_admitted_without_registering_it_again() -> None:
+    """An already registered version is looked up and judged on the versions before it."""
     fake = FakeRegistry()
     fake.versions.append((7, V1.text))
+    fake.versions.append((8, V2.text))
     assert gate(fake).admit(V1) == 7
+    assert gate(fake).admit(V2) == 8
+    assert fake.registered() == 0
+    assert not any(p.startswith("/compatibility") for _, p in fake.calls)
+
+
+def test_a_registered_schema_that_check_refuses_is_refused_by_the_producer() -> None:
+    """Being registered (e.g. by hand under NONE) is no pass: admit refuses what check refuses."""
+    fake = FakeRegistry(verdict=True)
+    bad = edited(V1, _drop_cash)
+    fake.versions.append((7, V1.text))
+    fake.versions.append((8, bad.text))
+    verdict = gate(fake).check(bad)
+    assert not verdict.compatible
+    assert verdict.checked_against == ("version 1 (payment.v1.avsc)",)
+    with pytest.raises(IncompatibleSchemaError, match="removed enum symbol") as caught:
+        gate(fake).admit(bad)
+    assert "nothing was produced" in str(caught.value)
+
+
+def test_an_invalid_schema_is_refused_online_before_the_registry_is_asked() -> None:
+    """A default that does not fit its type is refused by check, register and the producer."""
+
+    def bad_default(raw: dict[str, Any]) -> None:
+        next(f for f in raw["fields"] if f["name"] == "note")["default"] = "none"
+
+    fake = FakeRegistry(verdict=True)
+    fake.versions.append((7, V1.text))
+    verdict = gate(fake).check(edited(V2, bad_default))
+    assert not verdict.compatible
+    assert verdict.problems[0].startswith('field `note` has an invalid default "none"')
+    with pytest.raises(IncompatibleSchemaError, match="field `note` has an invalid default"):
+        gate(fake).register(edited(V2, bad_default))
     assert fake.registered() == 0
     assert not any(p.startswith("/compatibility") for _, p in fake.calls)
 
@@ -153,8 +187,8 @@ def test_incompatible_schema_is_refused_with_field_level_reasons() -> None:
     assert caught.value.problems == (
         (
             "field `amount` changed type bytes (decimal 18,4) -> double: the new schema cannot "
-            "read events written with version 1; readers of version 1 cannot read events written "
-            "with the new schema"
+            "read events written with version 1 (payment.v1.avsc); readers of version 1 "
+            "(payment.v1.avsc) cannot read events written with the new schema"
         ),
     )
     assert "nothing was produced" in str(caught.value)
@@ -210,14 +244,24 @@ def test_registry_refusal_without_a_field_cause_says_so() -> None:
     assert "found no field-level cause" in verdict.problems[0]
 
 
-def test_registry_acceptance_wins_over_our_avro_checker_with_a_note() -> None:
-    """Online, the registry is the authority on Avro rules; a disagreement becomes a note."""
+def test_what_our_checker_refuses_is_refused_online_even_if_the_registry_accepts() -> None:
+    """Online refuses whatever offline refuses; a lenient registry only earns a note."""
     fake = FakeRegistry(verdict=True)
     fake.versions.append((7, V1.text))
     verdict = gate(fake).check(edited(V1, _amount_double))
-    assert verdict.compatible
+    assert not verdict.compatible
     assert verdict.registry_compatible is True
-    assert "paykafka's own checker would not" in verdict.notes[0]
+    assert verdict.problems[0].startswith("field `amount` changed type")
+    assert "the registry alone would accept it" in verdict.notes[0]
+
+
+def test_registry_versions_are_named_with_their_history_file() -> None:
+    """File numbers and registry versions need not line up: listings show both."""
+    fake = FakeRegistry(verdict=True)
+    fake.versions.append((7, V2.text))  # released as payment.v2.avsc, registered first
+    verdict = gate(fake).check(edited(V2, _amount_double))
+    assert verdict.checked_against == ("version 1 (payment.v2.avsc)",)
+    assert "written with version 1 (payment.v2.avsc)" in verdict.problems[0]
 
 
 def test_empty_subject_is_compatible_and_says_why() -> None:
@@ -236,10 +280,11 @@ def test_offline_check_uses_the_repository_history() -> None:
     ok = check_offline(load_schema(ROOT / "schemas" / "payment.avsc"), "FULL_TRANSITIVE")
     assert ok.compatible
     assert ok.mode == "offline"
-    assert ok.checked_against == ("payment.v1.avsc", "payment.v2.avsc")
+    released = tuple(v.path.name for v in load_history(HISTORY))
+    assert ok.checked_against == released
     bad = check_offline(edited(V2, _amount_double), "FULL_TRANSITIVE")
     assert not bad.compatible
-    assert "payment.v1.avsc and payment.v2.avsc" in bad.problems[0]
+    assert join_labels(released) in bad.problems[0]
 
 
 def test_history_with_a_gap_is_refused(tmp_path: Path) -> None:
@@ -272,11 +317,32 @@ def test_cli_offline_check_exits_1_naming_the_field(
     assert "field `amount` changed type bytes (decimal 18,4) -> double" in out
 
 
-def test_cli_check_falls_back_to_offline_when_the_registry_is_unreachable(
+def test_cli_check_exits_5_when_the_registry_is_unreachable(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """No registry: the check still runs, against the history, and says so."""
-    code = main(["schema", "check", "--registry-url", "http://127.0.0.1:9/x", "--json"])
+    """A CI gate cannot go green by accident: a mistyped registry URL is exit 5, not a pass."""
+    code = main(["schema", "check", "--registry-url", "http://127.0.0.1:9/x"])
+    err = capsys.readouterr().err
+    assert code == 5
+    assert "cannot reach the schema registry" in err
+    assert "nothing was checked" in err
+    assert "--offline" in err
+
+
+def test_cli_check_falls_back_to_offline_only_when_asked(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With --fallback-offline, no registry: the check runs against the history and says so."""
+    code = main(
+        [
+            "schema",
+            "check",
+            "--registry-url",
+            "http://127.0.0.1:9/x",
+            "--fallback-offline",
+            "--json",
+        ]
+    )
     data = json.loads(capsys.readouterr().out)
     assert code == 0
     assert data["mode"] == "offline"

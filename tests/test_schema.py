@@ -6,14 +6,23 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
 
-from paykafka import PaymentEvent, PaymentMethod, SchemaError, load_schema
+from paykafka import (
+    PaymentEvent,
+    PaymentMethod,
+    PaymentProducer,
+    PaymentTracker,
+    SchemaError,
+    Settings,
+    load_schema,
+)
 from paykafka._compat import check
 from paykafka._governance import load_history
-from paykafka._schema import default_schema_path, parse_schema_text
+from paykafka._schema import PaymentSchema, default_schema_path, disagreement, parse_schema_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -174,3 +183,68 @@ def test_wheel_ships_and_finds_the_schema(tmp_path: Path) -> None:
         env={"PYTHONPATH": str(unpacked), "PATH": "/usr/bin:/bin"},
     )
     assert out.stdout.strip() == str(unpacked / "paykafka" / "_schemas" / "payment.avsc")
+
+
+# -- the schema in use and the code agree, checked at start (issue 13 item 2) --------------------
+
+
+def _edited_contract(edit: Any) -> PaymentSchema:
+    raw = json.loads(load_schema().text)
+    edit(raw)
+    return parse_schema_text(json.dumps(raw), source="newer.avsc")
+
+
+def _method_symbols(raw: dict[str, Any]) -> list[str]:
+    symbols: list[str] = next(f for f in raw["fields"] if f["name"] == "method")["type"]["symbols"]
+    return symbols
+
+
+def test_the_contract_agrees_with_the_code() -> None:
+    """The schema in the checkout, and every released version, work with this code."""
+    assert disagreement(load_schema()) is None
+    for release in load_history(ROOT / "schemas" / "history"):
+        assert disagreement(release.schema) is None, release.path.name
+
+
+def test_a_schema_field_the_class_lacks_is_a_disagreement() -> None:
+    """Code older than its schema would silently drop the field: named in one line."""
+    newer = _edited_contract(
+        lambda raw: raw["fields"].append(
+            {"name": "zz_unknown_to_the_code", "type": ["null", "string"], "default": None}
+        )
+    )
+    why = disagreement(newer)
+    assert why is not None
+    assert why.startswith("newer.avsc has field(s) zz_unknown_to_the_code that PaymentEvent lacks")
+
+
+def test_a_method_the_enum_lacks_is_a_disagreement() -> None:
+    """Code older than its schema would dead-letter real payments: refused at start instead."""
+    newer = _edited_contract(lambda raw: _method_symbols(raw).append("zz_unknown_method"))
+    why = disagreement(newer)
+    assert why is not None
+    assert "payment method(s) zz_unknown_method that paykafka.PaymentMethod lacks" in why
+
+
+def test_methods_in_another_order_are_a_disagreement() -> None:
+    """PaymentMethod keeps the schema's order (ordinals leak into generated code and storage)."""
+    newer = _edited_contract(lambda raw: _method_symbols(raw).reverse())
+    why = disagreement(newer)
+    assert why is not None
+    assert "keep PaymentMethod in the schema's order" in why
+
+
+@pytest.mark.parametrize("kind", ["producer", "tracker"])
+def test_producer_and_tracker_refuse_to_start_on_a_disagreement(kind: str) -> None:
+    """Before any connection: one line naming the difference (no broker or registry needed)."""
+    newer = _edited_contract(lambda raw: _method_symbols(raw).append("zz_unknown_method"))
+    settings = Settings(
+        bootstrap_servers="127.0.0.1:9", registry_url="http://127.0.0.1:9/apis/ccompat/v7"
+    )
+    client: PaymentProducer | PaymentTracker = (
+        PaymentProducer(settings, schema=newer)
+        if kind == "producer"
+        else PaymentTracker(settings, schema=newer)
+    )
+    with pytest.raises(SchemaError, match=r"refusing to start: newer\.avsc has payment method"):
+        client.start()

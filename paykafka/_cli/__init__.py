@@ -22,6 +22,7 @@ from paykafka._cli._common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_PIPE_CLOSED,
+    EXIT_SECURITY,
     EXIT_TOPIC,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
@@ -32,6 +33,7 @@ from paykafka._errors import (
     KafkaError,
     PayKafkaError,
     RegistryUnavailableError,
+    SecurityError,
     ValidationError,
 )
 from paykafka._version import __version__
@@ -44,6 +46,8 @@ def exit_code_for(exc: PayKafkaError) -> int:
     """The documented exit code for a library error that ends a command."""
     if isinstance(exc, ConfigError | ValidationError):
         return EXIT_USAGE
+    if isinstance(exc, SecurityError):
+        return EXIT_SECURITY
     if isinstance(exc, BrokerUnavailableError | RegistryUnavailableError):
         return EXIT_UNREACHABLE
     if isinstance(exc, KafkaError) and exc.code in _TOPIC_STATE_CODES:

@@ -23,6 +23,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_PIPE_CLOSED",
+    "EXIT_SECURITY",
     "EXIT_TOPIC",
     "EXIT_TROUBLE",
     "EXIT_UNREACHABLE",
@@ -46,6 +47,9 @@ EXIT_TROUBLE = 3
 EXIT_TOPIC = 4
 #: No Kafka broker or schema registry answered.
 EXIT_UNREACHABLE = 5
+#: Refused: wrong user or password, a missing ACL, or TLS trouble (untrusted, expired or
+#: wrong-host certificate, plaintext against a TLS listener). Retrying will not help.
+EXIT_SECURITY = 6
 #: Interrupted before it could finish cleanly (a signal during start-up, or a second one).
 EXIT_INTERRUPTED = 130
 #: Whoever read stdout closed the pipe (``| head``): ended quietly, as ``yes | head`` does.

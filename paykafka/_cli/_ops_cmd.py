@@ -39,7 +39,7 @@ from paykafka._cli._common import (
     stop_on_signals,
 )
 from paykafka._errors import ConfigError, KafkaError
-from paykafka._event import PaymentEvent
+from paykafka._event import PaymentEvent, optional_fields
 from paykafka._producer import PaymentProducer
 from paykafka._registry import RegistryClient
 from paykafka._schema import load_schema
@@ -169,6 +169,13 @@ def register(sub: Any) -> None:
     produce.add_argument("--currency", required=True, help="ISO 4217 code, e.g. PLN")
     produce.add_argument("--method", required=True, help="e.g. credit_card, blik, paypal")
     produce.add_argument("--count", type=_positive_int, default=1, help="events to send")
+    produce.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an optional field of the schema, e.g. --set note=rent (repeatable)",
+    )
     produce.set_defaults(func=_produce)
 
     track = _parser(
@@ -603,7 +610,13 @@ def _lag_text(lag: GroupLag) -> str:
 def _produce(args: argparse.Namespace) -> int:
     settings = _settings(args)
     events = [
-        PaymentEvent(user=args.user, amount=args.amount, currency=args.currency, method=args.method)
+        PaymentEvent(
+            user=args.user,
+            amount=args.amount,
+            currency=args.currency,
+            method=args.method,
+            **optional_fields(args.set),
+        )
         for _ in range(args.count)
     ]
     KafkaAdmin(settings, timeout=args.timeout).brokers()  # fail fast, not at the flush deadline

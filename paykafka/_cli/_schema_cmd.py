@@ -1,4 +1,4 @@
-"""``paykafka schema check | register | versions | show | diff | compat``: schema governance.
+"""``paykafka schema check | register | versions | show | diff | compat | delete``: governance.
 
 The commands share the producer's gate (:class:`~paykafka._governance.SchemaGate`), so
 ``check`` prints exactly why a producer would refuse to start. Exit codes are part of the
@@ -17,9 +17,11 @@ from typing import Any
 import attrs
 
 from paykafka import _compat
+from paykafka._admin import _UNKNOWN_TOPIC, TopicReader
 from paykafka._cli._common import (
     EXIT_FAILURE,
     EXIT_OK,
+    EXIT_UNREACHABLE,
     add_connection_flags,
     emit,
     fail,
@@ -29,13 +31,21 @@ from paykafka._cli._common import (
 from paykafka._errors import (
     ConfigError,
     IncompatibleSchemaError,
+    KafkaError,
     RegistryUnavailableError,
     SchemaError,
     SubjectNotFoundError,
 )
-from paykafka._governance import SchemaGate, Verdict, check_offline
+from paykafka._governance import (
+    SchemaGate,
+    Verdict,
+    check_offline,
+    history_file,
+    history_names,
+)
 from paykafka._registry import RegisteredSchema, RegistryClient
 from paykafka._schema import load_schema
+from paykafka._serde import EventDeserializer
 from paykafka._settings import Settings
 
 # An incompatible schema is the command failing at its one job.
@@ -46,7 +56,7 @@ exit codes:
   0  ok (compatible, registered, shown)
   1  incompatible schema, refused change, or another failure (explained on stderr)
   2  usage error (bad arguments, unknown version or file)
-  5  schema registry unreachable (`check` falls back to --offline instead)
+  5  schema registry unreachable (`check` too, unless --offline or --fallback-offline)
 """
 
 _Handler = Callable[[argparse.Namespace], int]
@@ -94,6 +104,12 @@ def register(sub: Any) -> None:
         help="check against schemas/history/ only, without the registry",
     )
     check.add_argument(
+        "--fallback-offline",
+        action="store_true",
+        help="when the registry cannot be reached, check offline instead of exiting 5 "
+        "(without it an unreachable registry never passes a CI gate)",
+    )
+    check.add_argument(
         "--level",
         choices=_compat.LEVELS,
         help="level for offline checks (default: PAYKAFKA_COMPATIBILITY, FULL_TRANSITIVE); "
@@ -112,6 +128,23 @@ def register(sub: Any) -> None:
     diff = command("diff", _diff, "field-level differences between two schemas")
     diff.add_argument("a", metavar="A", help="registry version (number or latest) or .avsc path")
     diff.add_argument("b", metavar="B", help="registry version (number or latest) or .avsc path")
+
+    delete = command(
+        "delete",
+        _delete,
+        "delete a registered version (soft; --permanent for good), refusing while events "
+        "written with it are still on the topic",
+    )
+    delete.add_argument("version", help="the version number to delete")
+    delete.add_argument(
+        "--permanent", action="store_true", help="delete for good (after the soft delete)"
+    )
+    delete.add_argument(
+        "--force",
+        action="store_true",
+        help="delete even though events written with it are still on the topic (they become "
+        "unreadable: unknown schema id)",
+    )
 
     compat = command("compat", _compat_level, "read, or set, the subject's compatibility level")
     compat.add_argument("level", nargs="?", choices=_compat.LEVELS, help="the level to set")
@@ -137,6 +170,13 @@ def _check(args: argparse.Namespace) -> int:
             with RegistryClient(settings) as registry:
                 verdict = SchemaGate(registry, settings).check(schema)
         except RegistryUnavailableError as exc:
+            if not args.fallback_offline:
+                return fail(
+                    f"{exc}; nothing was checked. Pass --offline to check against "
+                    "schemas/history/ only, or --fallback-offline to do so whenever the "
+                    "registry cannot be reached",
+                    EXIT_UNREACHABLE,
+                )
             fell_back = True
             verdict = check_offline(
                 schema,
@@ -238,6 +278,7 @@ def _versions(args: argparse.Namespace) -> int:
         except SubjectNotFoundError:
             return fail(f"nothing is registered under {settings.subject}", EXIT_INCOMPATIBLE)
     rows: list[dict[str, Any]] = []
+    names = history_names()
     previous: RegisteredSchema | None = None
     for r in registered:
         changes = (
@@ -246,12 +287,21 @@ def _versions(args: argparse.Namespace) -> int:
             else "; ".join(str(c) for c in _compat.diff(previous.schema, r.schema)) or "no change"
         )
         fields = len(json.loads(r.schema).get("fields", []))
-        rows.append({"version": r.version, "id": r.schema_id, "fields": fields, "changes": changes})
+        rows.append(
+            {
+                "version": r.version,
+                "file": history_file(r.schema, names) or "-",
+                "id": r.schema_id,
+                "fields": fields,
+                "changes": changes,
+            }
+        )
         previous = r
     emit(
         args,
         {"subject": settings.subject, "versions": rows},
-        f"{settings.subject}:\n" + print_table(rows, ("version", "id", "fields", "changes")),
+        f"{settings.subject}:\n"
+        + print_table(rows, ("version", "file", "id", "fields", "changes")),
     )
     return EXIT_OK
 
@@ -384,3 +434,68 @@ def _compat_level(args: argparse.Namespace) -> int:
         f"{subject}: {current} -> {level}",
     )
     return EXIT_OK
+
+
+# -- delete --------------------------------------------------------------------------------------
+
+
+def _delete(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    version = _version_arg(args.version)
+    if not isinstance(version, int):
+        raise ConfigError(
+            "name the version to delete by its number (see `paykafka schema versions`)"
+        )
+    subject = settings.subject
+    with RegistryClient(settings) as registry:
+        try:
+            found = registry.deleted_or_live_version(subject, version)
+        except SubjectNotFoundError:
+            known = registry.versions_or_empty(subject)
+            raise ConfigError(
+                f"{subject} has no version {version} (registered: "
+                f"{', '.join(map(str, known)) or 'none'})"
+            ) from None
+        count = events_written_with(settings, registry, found.schema_id)
+        on_topic = (
+            f"{count} event(s) on {settings.topic} were written with version {version} "
+            f"(id {found.schema_id})"
+        )
+        if count and not args.force:
+            return fail(
+                f"{on_topic}; deleting it would make them unreadable (unknown schema id, dead "
+                "letters). Wait until retention removes them, or pass --force",
+                EXIT_INCOMPATIBLE,
+            )
+        registry.delete_version(subject, version, permanent=args.permanent)
+    how = (
+        "permanently"
+        if args.permanent
+        else "soft (registering the same schema restores it; --permanent removes it for good)"
+    )
+    emit(
+        args,
+        {
+            "deleted": True,
+            "subject": subject,
+            "version": version,
+            "id": found.schema_id,
+            "permanent": args.permanent,
+            "events_on_topic": count,
+        },
+        f"deleted {subject} version {version} (id {found.schema_id}), {how}; {on_topic}",
+    )
+    return EXIT_OK
+
+
+def events_written_with(settings: Settings, registry: RegistryClient, schema_id: int) -> int:
+    """How many records on the topic carry ``schema_id`` in their frame (a full scan)."""
+    decoder = EventDeserializer(load_schema(settings.schema_path), registry.schema_by_id)
+    with TopicReader(settings, decoder) as reader:
+        try:
+            reader.open(from_beginning=True)
+        except KafkaError as exc:
+            if exc.code == _UNKNOWN_TOPIC:
+                return 0  # no topic, no events
+            raise
+        return sum(1 for view in reader.records(until_end=True) if view.schema_id == schema_id)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from paykafka._cli._common import EXIT_TROUBLE
-from paykafka._stack import Stack, StackConfig, StackStatus
+from paykafka._stack import Stack, StackConfig, StackStatus, _secure
 from paykafka._stack._config import (
     CONTROLLER_PORT_OFFSET,
     DEFAULT_KAFKA_PORT,
@@ -99,6 +99,15 @@ def register(subparsers: Any) -> None:
         ),
     )
     up.add_argument(
+        "--secure",
+        action="store_true",
+        default=None,
+        help=(
+            "TLS + SASL/SCRAM-SHA-512 + ACLs, users admin, payments-producer, payments-tracker "
+            "and nobody; their settings go to owner-only files (env PAYKAFKA_STACK_SECURE)"
+        ),
+    )
+    up.add_argument(
         "--timeout",
         type=float,
         default=None,
@@ -148,6 +157,7 @@ def _stack(args: argparse.Namespace) -> Stack:
             brokers=getattr(args, "brokers", None),
             kafka_port=getattr(args, "kafka_port", None),
             registry_port=getattr(args, "registry_port", None),
+            secure=getattr(args, "secure", None),
             start_timeout=getattr(args, "timeout", None) if args.stack_command == "up" else None,
         )
     )
@@ -163,9 +173,27 @@ def _up(args: argparse.Namespace) -> int:
         print("paykafka stack is already up")
     print(f"  Kafka bootstrap servers: {status.bootstrap_servers}")
     print(f"  Schema Registry URL:     {status.registry_url}")
+    if stack.config.secure:  # every setting, for every user, in the files named here
+        _print_secure(stack.config)
+        return 0
     for line in _exports(stack.config, status.bootstrap_servers, status.registry_url):
         print(line)
     return 0
+
+
+def _print_secure(config: StackConfig) -> None:
+    """The settings every user needs, without any password: those stay in the user files."""
+    common = _secure.user_env(config, _secure.ADMIN, with_password=False)
+    print("  Secured: SASL_SSL with SCRAM-SHA-512, ACLs on, registry on HTTPS with basic auth.")
+    print("  Settings shared by every user:")
+    for key, value in common.items():
+        if not key.endswith("USERNAME"):
+            print(f"    {key}={value}")
+    print("  Per user: PAYKAFKA_SASL_USERNAME / PAYKAFKA_REGISTRY_USERNAME = the user name;")
+    print("  the passwords are only in these owner-only files (all settings included):")
+    for user in _secure.USERS:
+        print(f"    {user:<18} {_secure.user_file(config, user)}")
+    print("  Load one in a shell with:  set -a; . <file>; set +a")
 
 
 def _exports(config: StackConfig, bootstrap: str, registry_url: str) -> list[str]:

@@ -131,6 +131,9 @@ class StackConfig:
     start_timeout: float = 120.0
     """Seconds ``up`` waits for the broker and the registry to answer."""
 
+    secure: bool = False
+    """TLS, SASL/SCRAM and ACLs (``up --secure``; see :mod:`paykafka._stack._secure`)."""
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> StackConfig:
         """Defaults, overridden by ``PAYKAFKA_*`` variables, overridden by keyword arguments.
@@ -159,6 +162,9 @@ class StackConfig:
                     values[field] = int(raw)
                 except ValueError:
                     raise ConfigError(f"{variable} must be an integer, got {raw!r}") from None
+        secure = env.get("PAYKAFKA_STACK_SECURE", "").strip().lower()
+        if secure:
+            values["secure"] = secure in {"1", "true", "yes", "on"}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -182,4 +188,5 @@ class StackConfig:
 
     @property
     def registry_url(self) -> str:
-        return f"http://localhost:{self.registry_port}{CCOMPAT_PATH}"
+        scheme = "https" if self.secure else "http"
+        return f"{scheme}://localhost:{self.registry_port}{CCOMPAT_PATH}"

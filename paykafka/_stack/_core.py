@@ -31,7 +31,7 @@ import attrs
 
 from paykafka._errors import StackError
 
-from . import _artifacts, _kafka, _logs, _process, _registry
+from . import _artifacts, _kafka, _logs, _process, _registry, _secure
 from ._config import StackConfig
 from ._java import default_roots, find_java
 from ._process import ProcessRecord
@@ -110,9 +110,15 @@ class Stack:
             self._check_layout()
             missing = [n for n in self._component_names() if not self._is_running(n)]
             if missing:
-                self._start(missing)
+                try:
+                    self._start(missing)  # stops what it started when it fails
+                except OSError as exc:  # a full disk, a read-only or vanished state dir
+                    raise StackError(_os_error_message(exc, self.config.state_dir)) from None
             else:
                 self._wait_ready([], time.monotonic() + self.config.start_timeout)
+            if self.config.secure:  # idempotent: also repairs an `up` cut short before it
+                _secure.setup_cluster(self.config)
+                _secure.write_user_files(self.config)
             return tuple(missing)
 
     def down(self, *, timeout: float = 30.0, purge: bool = False) -> tuple[str, ...]:
@@ -132,7 +138,11 @@ class Stack:
             for path in self._run_dir().glob("*.json"):
                 path.unlink(missing_ok=True)
             if purge:
-                for path in (self.config.state_dir / "kafka", _registry.registry_dir(self.config)):
+                for path in (
+                    self.config.state_dir / "kafka",
+                    _registry.registry_dir(self.config),
+                    _secure.secure_dir(self.config),
+                ):
                     shutil.rmtree(path, ignore_errors=True)
                 (self.config.state_dir / "stack.json").unlink(missing_ok=True)
             stopped = tuple(r.name for r in records)
@@ -150,6 +160,7 @@ class Stack:
                 brokers=layout["brokers"],
                 kafka_port=layout["kafka_port"],
                 registry_port=layout["registry_port"],
+                secure=bool(layout["secure"]),
             )
         names = [f"kafka-{n}" for n in config.node_ids] + [REGISTRY]
         names += sorted(set(records) - set(names))
@@ -255,6 +266,8 @@ class Stack:
             else None
         )
         self._check_ports(names)
+        if self.config.secure:
+            _secure.ensure_material(self.config)
         libs, app = _artifacts.ensure_artifacts(
             self.config.cache_dir,
             kafka=bool(nodes),
@@ -306,7 +319,14 @@ class Stack:
         record = _process.spawn(
             name, argv, cwd=self.config.state_dir, output=output, env=env, ports=ports
         )
-        record.save(self._record_path(name))
+        try:
+            record.save(self._record_path(name))
+        except OSError as exc:
+            # A JVM nobody has a record of would hold its ports with `status` saying stopped.
+            _process.terminate(record, timeout=10.0)
+            raise StackError(
+                f"{name} was stopped again: {_os_error_message(exc, self.config.state_dir)}"
+            ) from None
         return record
 
     def _wait_ready(self, started: Sequence[ProcessRecord], deadline: float) -> None:
@@ -315,10 +335,11 @@ class Stack:
         for node_id in self.config.node_ids:
             if self._is_running(f"kafka-{node_id}"):
                 port = self.config.broker_port(node_id)
+                security = _secure.admin_client_config(self.config) if self.config.secure else None
                 checks.append(
                     (
                         f"Kafka node {node_id} at localhost:{port}",
-                        functools.partial(_kafka.node_ready, node_id, port),
+                        functools.partial(_kafka.node_ready, node_id, port, security),
                     )
                 )
         if self._is_running(REGISTRY):
@@ -326,7 +347,7 @@ class Stack:
             checks.append(
                 (
                     f"the registry at {self.config.registry_url}",
-                    functools.partial(_registry.registry_answers, port),
+                    functools.partial(_registry.registry_answers, port, config=self.config),
                 )
             )
         pending = list(checks)
@@ -376,6 +397,7 @@ class Stack:
             "brokers": self.config.brokers,
             "kafka_port": self.config.kafka_port,
             "registry_port": self.config.registry_port,
+            "secure": int(self.config.secure),
         }
         if extra or (layout and layout != current):
             raise StackError(
@@ -493,15 +515,18 @@ class Stack:
     def _saved_layout(self) -> dict[str, int]:
         try:
             data = json.loads((self.config.state_dir / "stack.json").read_text(encoding="utf-8"))
-            return {k: int(data[k]) for k in ("brokers", "kafka_port", "registry_port")}
+            layout = {k: int(data[k]) for k in ("brokers", "kafka_port", "registry_port")}
         except (OSError, ValueError, KeyError, TypeError):
             return {}
+        layout["secure"] = int(bool(data.get("secure", False)))
+        return layout
 
     def _save_layout(self) -> None:
         data = {
             "brokers": self.config.brokers,
             "kafka_port": self.config.kafka_port,
             "registry_port": self.config.registry_port,
+            "secure": self.config.secure,
             "kafka_version": KAFKA_VERSION,
             "apicurio_version": APICURIO_VERSION,
         }
@@ -540,7 +565,16 @@ def _node_number(name: str) -> int:
 def _describe_layout(layout: dict[str, int]) -> str:
     if not layout:
         return "unknown"
+    secured = ", secured" if layout.get("secure") else ""
     return (
         f"{layout['brokers']} broker(s) from port {layout['kafka_port']}, "
-        f"registry on {layout['registry_port']}"
+        f"registry on {layout['registry_port']}{secured}"
+    )
+
+
+def _os_error_message(exc: OSError, state_dir: Path) -> str:
+    where = f" ({exc.filename})" if exc.filename else ""
+    return (
+        f"cannot write the stack's files in {state_dir}: {exc.strerror or exc}{where}; free "
+        "space there or choose another directory with --state-dir / PAYKAFKA_STACK_DIR"
     )

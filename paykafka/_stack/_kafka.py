@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import socket
 import subprocess
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from paykafka._errors import StackError
 
+from . import _secure
 from ._config import StackConfig
 from ._java import JavaRuntime
 
@@ -68,7 +71,9 @@ _JVM_FLAGS = (
 
 
 def cluster_dir(config: StackConfig) -> Path:
-    return config.state_dir / "kafka" / f"cluster-{config.brokers}"
+    """Secured clusters keep their own logs: their metadata holds the users and ACLs."""
+    prefix = "secure-" if config.secure else ""
+    return config.state_dir / "kafka" / f"{prefix}cluster-{config.brokers}"
 
 
 def node_dir(config: StackConfig, node_id: int) -> Path:
@@ -114,12 +119,16 @@ def write_node_config(config: StackConfig, node_id: int) -> Path:
         "share.coordinator.state.topic.replication.factor": replication,
         "share.coordinator.state.topic.min.isr": min_isr,
     }
+    if config.secure:
+        props.update(_secure.broker_properties(config, node_id, _HOST, _ADVERTISED_HOST))
     server = directory / "server.properties"
-    server.write_text(
-        "# Written by paykafka stack up; edits are overwritten.\n"
-        + "".join(f"{k}={v}\n" for k, v in props.items()),
-        encoding="utf-8",
-    )
+    server.unlink(missing_ok=True)  # created owner-only: the secured one holds a password
+    fd = os.open(server, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(
+            "# Written by paykafka stack up; edits are overwritten.\n"
+            + "".join(f"{k}={v}\n" for k, v in props.items())
+        )
     (directory / "log4j2.properties").write_text(
         _log4j2_config(log_file(config, node_id)), encoding="utf-8"
     )
@@ -136,14 +145,11 @@ def format_storage(config: StackConfig, java: JavaRuntime, libs: Path) -> None:
     if not pending:
         return
     cluster_id = _cluster_id(cluster_dir(config))
+    scram = _secure.scram_format_args(config) if config.secure else []
     procs = []
     for node_id in pending:
         directory = node_dir(config, node_id)
-        argv = [
-            str(java.executable),
-            "-Xmx256m",
-            *java.quiet_flags(),
-            *_log_flags(directory),
+        tool = [
             "-cp",
             f"{libs}/*",
             "kafka.tools.StorageTool",
@@ -152,6 +158,19 @@ def format_storage(config: StackConfig, java: JavaRuntime, libs: Path) -> None:
             cluster_id,
             "-c",
             str(directory / "server.properties"),
+            *scram,
+        ]
+        if scram:
+            # SCRAM credentials go through an owner-only java @argfile, never into argv.
+            argfile = directory / "format.args"
+            _secure.write_private(argfile, "\n".join(_argfile_quote(a) for a in tool) + "\n")
+            tool = [f"@{argfile}"]
+        argv = [
+            str(java.executable),
+            "-Xmx256m",
+            *java.quiet_flags(),
+            *_log_flags(directory),
+            *tool,
         ]
         log.info("formatting Kafka storage of node %d (cluster %s)", node_id, cluster_id)
         procs.append(
@@ -163,7 +182,10 @@ def format_storage(config: StackConfig, java: JavaRuntime, libs: Path) -> None:
             )
         )
     for node_id, proc in procs:
-        out, _ = proc.communicate(timeout=120)
+        try:
+            out, _ = proc.communicate(timeout=120)
+        finally:
+            (node_dir(config, node_id) / "format.args").unlink(missing_ok=True)
         if proc.returncode != 0:
             last = [line for line in out.splitlines() if line.strip()][-1:] or ["no output"]
             raise StackError(f"formatting Kafka storage of node {node_id} failed: {last[0]}")
@@ -193,7 +215,7 @@ def port_accepts(port: int) -> bool:
         return False
 
 
-def node_ready(node_id: int, port: int) -> bool:
+def node_ready(node_id: int, port: int, security: Mapping[str, str] | None = None) -> bool:
     """Whether node ``node_id`` serves clients: asked directly, it lists itself as a broker.
 
     Asking the node itself matters after a crash: the other nodes keep listing the dead
@@ -202,11 +224,13 @@ def node_ready(node_id: int, port: int) -> bool:
     """
     if not port_accepts(port):
         return False
-    seen = broker_ids_in_metadata(f"localhost:{port}", timeout=2.0)
+    seen = broker_ids_in_metadata(f"localhost:{port}", timeout=2.0, security=security)
     return seen is not None and node_id in seen
 
 
-def broker_ids_in_metadata(bootstrap: str, timeout: float = 3.0) -> set[int] | None:
+def broker_ids_in_metadata(
+    bootstrap: str, timeout: float = 3.0, security: Mapping[str, str] | None = None
+) -> set[int] | None:
     """The broker ids the cluster reports, or None when no broker answered in time."""
     from confluent_kafka import KafkaException  # noqa: PLC0415 - heavy import, only when probing
     from confluent_kafka.admin import AdminClient  # noqa: PLC0415
@@ -217,6 +241,7 @@ def broker_ids_in_metadata(bootstrap: str, timeout: float = 3.0) -> set[int] | N
         # the terminal: only librdkafka emergencies reach our logger.
         "logger": logging.getLogger("paykafka._stack.librdkafka"),
         "log_level": 0,
+        **(security or {}),
     }
     admin = AdminClient(conf)
     try:
@@ -238,6 +263,11 @@ def _cluster_id(directory: Path) -> str:
             break
     path.write_text(text + "\n", encoding="utf-8")
     return text
+
+
+def _argfile_quote(arg: str) -> str:
+    """One argument of a java @argfile: quoted, with backslashes and quotes escaped."""
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _log_flags(directory: Path) -> list[str]:

@@ -17,9 +17,11 @@ Choices, all passed as ``-D`` system properties so ``ps`` shows the whole config
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from . import _secure
 from ._config import CCOMPAT_PATH, StackConfig
 from ._java import JavaRuntime
 
@@ -80,6 +82,8 @@ def registry_command(config: StackConfig, java: JavaRuntime, app: Path) -> list[
         "quarkus.log.file.rotation.max-file-size": "20M",
         "quarkus.log.file.rotation.max-backup-index": "3",
     }
+    if config.secure:
+        props.update(_secure.registry_properties(config))
     return [
         str(java.executable),
         "-Xms64m",
@@ -91,10 +95,20 @@ def registry_command(config: StackConfig, java: JavaRuntime, app: Path) -> list[
     ]
 
 
-def registry_answers(port: int, timeout: float = 2.0) -> bool:
-    """Whether ``GET /subjects`` of the ccompat API answers 200 on ``port``."""
+def registry_answers(port: int, timeout: float = 2.0, config: StackConfig | None = None) -> bool:
+    """Whether ``GET /subjects`` of the ccompat API answers 200 on ``port``.
+
+    On a secured stack (``config.secure``) over HTTPS, trusting the stack's CA, as ``admin``.
+    """
+    secure = config is not None and config.secure
+    scheme = "https" if secure else "http"
+    # The certificate names localhost, which is also what clients are told to use.
+    host = "localhost" if secure else _HOST
+    extra: dict[str, Any] = dict(_secure.registry_verify(config)) if config and secure else {}
     try:
-        response = httpx.get(f"http://{_HOST}:{port}{CCOMPAT_PATH}/subjects", timeout=timeout)
+        response = httpx.get(
+            f"{scheme}://{host}:{port}{CCOMPAT_PATH}/subjects", timeout=timeout, **extra
+        )
     except httpx.HTTPError:
         return False
     return response.status_code == httpx.codes.OK

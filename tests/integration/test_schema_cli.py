@@ -97,7 +97,7 @@ def test_check_online_names_the_field_and_the_mode(
     assert code == 1
     assert verdict["mode"] == "registry"
     assert verdict["registry_compatible"] is False
-    assert verdict["checked_against"] == ["version 1"]
+    assert verdict["checked_against"] == ["version 1 (payment.v1.avsc)"]
     assert verdict["problems"][0].startswith(
         "field `amount` changed type bytes (decimal 18,4) -> double"
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import assert_type
+from typing import Any, assert_type
 
 import paykafka
 from paykafka.testing import RecordWaiter, TestStack
@@ -26,6 +26,8 @@ def check_event() -> None:
     assert_type(paykafka.minor_units(event.currency), int)
     assert_type(paykafka.currencies(), frozenset[str])
     assert_type(paykafka.PaymentEvent.from_dict(event.to_dict()), paykafka.PaymentEvent)
+    assert_type(paykafka.optional_fields(["note=rent"]), dict[str, Any])
+    assert_type(event.note, str | None)
 
 
 def check_producer(settings: paykafka.Settings) -> None:
