@@ -16,7 +16,11 @@ def show(event: paykafka.PaymentEvent) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--from-beginning", action="store_true", help="replay the whole topic")
+    parser.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="start at the oldest event where the group has no offset yet",
+    )
     parser.add_argument("--max-events", type=int, help="stop after this many events")
     parser.add_argument(
         "--until-end", action="store_true", help="stop once every partition is read to its end"

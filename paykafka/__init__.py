@@ -24,6 +24,7 @@ from paykafka._errors import (
     DecodeReason,
     DeliveryError,
     EncodeError,
+    FencedError,
     IncompatibleSchemaError,
     KafkaError,
     PayKafkaError,
@@ -39,15 +40,17 @@ from paykafka._errors import (
     StackError,
     SubjectNotFoundError,
     TlsError,
+    TransactionError,
     ValidationError,
 )
 from paykafka._event import PaymentEvent, PaymentMethod, optional_fields
 from paykafka._observability import Telemetry
+from paykafka._processor import Output, PaymentProcessor
 from paykafka._producer import Delivery, DeliveryFuture, PaymentProducer, key_by_user
 from paykafka._registry import CompatibilityResult, RegisteredSchema, RegistryClient
 from paykafka._schema import PaymentSchema, load_schema
 from paykafka._settings import DEFAULT_BOOTSTRAP_SERVERS, DEFAULT_REGISTRY_URL, Settings
-from paykafka._tracker import PaymentTracker, TrackedEvent
+from paykafka._tracking import PaymentTracker, TrackedEvent
 from paykafka._version import __version__
 
 __all__ = [
@@ -66,15 +69,18 @@ __all__ = [
     "DeliveryError",
     "DeliveryFuture",
     "EncodeError",
+    "FencedError",
     "GroupLag",
     "IncompatibleSchemaError",
     "KafkaAdmin",
     "KafkaError",
+    "Output",
     "PartitionInfo",
     "PartitionLag",
     "PayKafkaError",
     "PaymentEvent",
     "PaymentMethod",
+    "PaymentProcessor",
     "PaymentProducer",
     "PaymentSchema",
     "PaymentTracker",
@@ -100,6 +106,7 @@ __all__ = [
     "TopicHealth",
     "TopicInfo",
     "TrackedEvent",
+    "TransactionError",
     "ValidationError",
     "__version__",
     "currencies",

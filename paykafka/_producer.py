@@ -115,10 +115,11 @@ class DeliveryFuture:
         "_position",
         "_producer",
         "_token",
+        "_waiters",
         "event",
     )
 
-    def __init__(self, event: PaymentEvent, producer: PaymentProducer) -> None:
+    def __init__(self, event: PaymentEvent, producer: _ProducerBase) -> None:
         self.event = event
         self._producer = producer
         self._position: tuple[int, int] | None = None
@@ -127,6 +128,8 @@ class DeliveryFuture:
         self._error: DeliveryError | None = None
         self._callbacks: list[Callable[[DeliveryFuture], object]] | None = None
         self._observed = False
+        # Only the async face's DeliveryTask uses it; here so it needs no __init__ of its own.
+        self._waiters: list[Any] | None = None
         #: Telemetry's handle on this send (span, start time); ``None`` when telemetry is off.
         self._token: SendToken | None = None
 
@@ -226,14 +229,14 @@ class DeliveryFuture:
                 self._producer._callback_failed(self, exc)
 
 
-class PaymentProducer:
-    """Sends :class:`PaymentEvent`s to the payments topic; use it as a context manager.
+class _ProducerBase:
+    """What both producer faces share, none of it waiting: settings, schema admission, the
+    serializer, the key, the librdkafka config, the bookkeeping of queued and failed events,
+    the delivery callback and every error's wording.
 
-    On start it makes sure the schema may be used (registering it when ``auto_register``;
-    otherwise only an already registered version is accepted) and caches its id. ``key``
-    picks the message key (the user, by default, which keeps each user's payments in order).
-    ``kafka_overrides`` are librdkafka settings for this producer alone; like
-    ``Settings.kafka_options`` they may not touch the keys the delivery guarantees rest on.
+    :class:`PaymentProducer` and :class:`paykafka.aio.AsyncPaymentProducer` only differ in how
+    they wait: the sync one polls librdkafka on the caller's thread, the async one on the event
+    loop, never waiting (as httpx's ``Client`` and ``AsyncClient`` share ``BaseClient``).
     """
 
     def __init__(
@@ -257,7 +260,7 @@ class PaymentProducer:
         self._key = key
         self._flush_timeout = flush_timeout
         self._queue_timeout = queue_timeout
-        self._overrides = client_kafka_options(kafka_options, kafka_overrides, "PaymentProducer")
+        self._overrides = client_kafka_options(kafka_options, kafka_overrides, type(self).__name__)
         # Refused here, not at start(): a protected key is a bug in the caller's code.
         self.settings.producer_config(self._overrides)
         self._producer: Producer | None = None
@@ -270,19 +273,29 @@ class PaymentProducer:
         self._errors_logged: set[str] = set()
         self._watch = SecurityWatch(self.settings)
         self._refusal: AuthorizationError | None = None
-        self._next_poll = 0.0
         # Delivery reports send() may still take in during its poll; None outside send().
         self._report_budget: int | None = None
+        self._init_face()
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    def _init_face(self) -> None:
+        """A face's own state (how it waits), set up at the end of ``__init__``."""
 
-    def start(self) -> Self:
-        """Check and register the schema, create the topic if missing (``create_topic``),
-        then connect; idempotent."""
-        if self._producer is not None:
-            return self
-        self._telemetry = telemetry_for(self.settings, self._telemetry)
+    @property
+    def schema_id(self) -> int:
+        """The registry id events are framed with (after :meth:`start`)."""
+        return self._started()[1].schema_id
+
+    @property
+    def callback_errors(self) -> int:
+        """How many ``on_delivery`` / done callbacks raised so far (each is logged)."""
+        return self._callback_errors
+
+    def _connect(self) -> Producer:
+        """Admit the schema (registering it when ``auto_register``), create the topic if
+        missing (``create_topic``), then make the librdkafka producer. Blocks on the registry
+        and the admin API: the async face runs it in a worker thread."""
         conf = self.settings.producer_config(self._overrides, error_cb=self._on_error)
+        self._telemetry = telemetry_for(self.settings, self._telemetry)
         schema = self._schema or load_schema(self.settings.schema_path)
         require_agreement(schema)
         self._schema = schema
@@ -293,7 +306,7 @@ class PaymentProducer:
         if self.settings.create_topic:
             self._ensure_topic()
         try:
-            self._producer = Producer(conf)
+            producer = Producer(conf)
         except KafkaException as exc:
             raise client_creation_error(self.settings, exc) from None
         log.info(
@@ -303,156 +316,13 @@ class PaymentProducer:
             schema_id,
             extra={"topic": self.settings.topic, "schema_id": schema_id},
         )
-        return self
-
-    @property
-    def schema_id(self) -> int:
-        """The registry id events are framed with (after :meth:`start`)."""
-        return self._started()[1].schema_id
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is None:
-            self.close()
-            return
-        try:
-            self.close()
-        except DeliveryError as undelivered:
-            # The body's own exception wins; the undelivered events must still be seen.
-            log.error("%s", undelivered)  # noqa: TRY400 - no traceback: the body's error is raised
-            exc.add_note(str(undelivered))
-
-    def close(self, timeout: float | None = None) -> None:
-        """Flush within ``timeout`` (default ``flush_timeout``), then release the client.
-
-        Raises :class:`DeliveryError` listing every event not delivered. Events still queued
-        at the deadline are purged from librdkafka first, so each of their futures fails at
-        once (instead of waiting forever on a closed producer) and none is sent afterwards.
-        """
-        producer = self._producer
-        if producer is None:
-            return
-        try:
-            self._flush(producer, self._flush_timeout if timeout is None else timeout, close=True)
-        finally:
-            self._producer = None
-            if self._owns_registry and self._registry is not None:
-                self._registry.close()
-                self._registry = None
-
-    # -- sending -----------------------------------------------------------------------------
-
-    def send(
-        self,
-        event: PaymentEvent,
-        *,
-        on_delivery: Callable[[DeliveryFuture], object] | None = None,
-    ) -> DeliveryFuture:
-        """Queue ``event`` for delivery and return at once.
-
-        When librdkafka's local queue is full this waits (serving delivery reports) up to
-        ``queue_timeout`` seconds: back-pressure, never a silent drop. Otherwise it takes in
-        at most a few hundred delivery reports per call, so a backlog (every event of an
-        outage timing out together) is worked off over the next sends, not in one slow call.
-        """
-        producer, serialize = self._started()
-        if self._watch.error is not None:  # refused once, refused for every event
-            raise self._watch.error
-        if not isinstance(event, PaymentEvent):
-            raise TypeError(f"send() takes a PaymentEvent, got {type(event).__name__}")
-        value = serialize(event)
-        future = DeliveryFuture(event, self)
-        if on_delivery is not None:
-            future.add_done_callback(on_delivery)
-        key = self._key(event).encode()
-        telemetry = self._telemetry
-        headers: list[tuple[str, str | bytes | None]] | None = None
-        if telemetry is not None:
-            future._token = token = telemetry.sending(self.settings.topic, event, key)
-            headers = token.headers or None
-        deadline: float | None = None
-        while True:
-            try:
-                producer.produce(
-                    self.settings.topic, value, key, on_delivery=future, headers=headers
-                )
-                break
-            except BufferError:
-                now = time.monotonic()
-                deadline = deadline or now + self._queue_timeout
-                if now >= deadline:
-                    reason = (
-                        f"the local queue stayed full for {self._queue_timeout}s: the broker at "
-                        f"{self.settings.bootstrap_servers} is not taking events "
-                        f"({self._last_error or 'no error reported'})"
-                    )
-                    self._telemetry_failed(future, "_QUEUE_FULL")
-                    raise DeliveryError(
-                        f"{reason}; payment {event.payment_id} was not queued, send it again",
-                        [(event, reason)],
-                        code="_QUEUE_FULL",
-                        retriable=True,
-                    ) from None
-                producer.poll(0.05)
-            except KafkaException as exc:
-                err = exc.args[0]
-                self._telemetry_failed(future, err.name())
-                raise DeliveryError(
-                    f"cannot queue payment {event.payment_id}: {err.str()}",
-                    [(event, err.str())],
-                    code=err.name(),
-                    retriable=_retriable(err),
-                ) from None
-        # Registered only once queued: an event send() raised for is the caller's, not flush's.
-        self._pending[id(future)] = future
-        # Serving delivery reports costs about as much as a produce; once a millisecond keeps
-        # callbacks timely and the report queue short without paying it on every send. A
-        # backlog left over by the budget is served on the very next send.
-        now = time.monotonic()
-        if now >= self._next_poll:
-            self._next_poll = now + _POLL_INTERVAL
-            self._report_budget = _REPORTS_PER_SEND
-            try:
-                producer.poll(0)
-            except _BudgetSpentError:
-                self._next_poll = now
-            finally:
-                self._report_budget = None
-        return future
-
-    def flush(self, timeout: float | None = None) -> None:
-        """Wait until every queued event is delivered or ``timeout`` passes.
-
-        Raises :class:`DeliveryError` with every failed delivery nobody observed and every
-        event still queued at the deadline; it is ``retriable`` when every one of them can
-        be sent again (an outage, not bad data).
-        """
-        self._flush(self._started()[0], timeout, close=False)
-
-    @property
-    def in_flight(self) -> int:
-        """Events queued but not yet acknowledged by the broker."""
-        return len(self._producer) if self._producer is not None else 0
-
-    @property
-    def callback_errors(self) -> int:
-        """How many ``on_delivery`` / done callbacks raised so far (each is logged)."""
-        return self._callback_errors
-
-    # -- internals ---------------------------------------------------------------------------
+        return producer
 
     def _started(self) -> tuple[Producer, EventSerializer]:
         if self._producer is None or self._serialize is None:
             raise PayKafkaError(
-                "the producer is not started: use `with PaymentProducer() as producer:` "
-                "or call start() first"
+                f"the producer is not started: use `with {type(self).__name__}() as producer:` "
+                "(`async with` for the async one) or call start() first"
             )
         return self._producer, self._serialize
 
@@ -464,32 +334,72 @@ class PaymentProducer:
             # undelivered by flush(), so nothing is lost by starting anyway.
             log.warning("cannot check that topic %s exists: %s", self.settings.topic, exc)
 
+    def _encode(self, event: PaymentEvent) -> tuple[bytes, bytes]:
+        """The record's value and key; raises before anything is queued."""
+        serialize = self._started()[1]
+        if self._watch.error is not None:  # refused once, refused for every event
+            raise self._watch.error
+        if not isinstance(event, PaymentEvent):
+            raise TypeError(f"send() takes a PaymentEvent, got {type(event).__name__}")
+        return serialize(event), self._key(event).encode()
+
+    def _trace(
+        self, future: DeliveryFuture, key: bytes
+    ) -> list[tuple[str, str | bytes | None]] | None:
+        """Telemetry's view of a send about to be queued: the headers to put on the record
+        (the trace context), or ``None`` when telemetry is off or adds none."""
+        telemetry = self._telemetry
+        if telemetry is None:
+            return None
+        future._token = token = telemetry.sending(self.settings.topic, future.event, key)
+        return token.headers or None
+
+    def _telemetry_failed(self, future: DeliveryFuture, code: str) -> None:
+        """A send that failed (before or after queueing): its span and counters end here."""
+        if future._token is not None and self._telemetry is not None:
+            self._telemetry.failed(future._token, code)
+
+    def _queue_full_error(self, event: PaymentEvent) -> DeliveryError:
+        reason = (
+            f"the local queue stayed full for {self._queue_timeout}s: the broker at "
+            f"{self.settings.bootstrap_servers} is not taking events "
+            f"({self._last_error or 'no error reported'})"
+        )
+        return DeliveryError(
+            f"{reason}; payment {event.payment_id} was not queued, send it again",
+            [(event, reason)],
+            code="_QUEUE_FULL",
+            retriable=True,
+        )
+
+    @staticmethod
+    def _refused_error(event: PaymentEvent, exc: KafkaException) -> DeliveryError:
+        err = exc.args[0]
+        return DeliveryError(
+            f"cannot queue payment {event.payment_id}: {err.str()}",
+            [(event, err.str())],
+            code=err.name(),
+            retriable=_retriable(err),
+        )
+
     def _poll(self, timeout: float) -> bool:
-        """Serve delivery reports for up to ``timeout``; False once the producer is closed."""
-        if self._producer is None:
-            return False
-        # A wait serves every report, even one started from a callback inside send()'s poll.
-        budget, self._report_budget = self._report_budget, None
-        try:
-            self._producer.poll(timeout)
-        finally:
-            self._report_budget = budget
-        return True
+        """Serve delivery reports for up to ``timeout`` (what a waiting DeliveryFuture calls)."""
+        raise NotImplementedError
 
-    def _flush_watched(self, producer: Producer, timeout: float | None) -> int:
-        """``flush`` in slices, stopping early when the cluster refused us (login, TLS, ACL):
-        those events would otherwise wait out the whole timeout for nothing."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left_time = _FLUSH_SLICE if deadline is None else deadline - time.monotonic()
-            left = int(producer.flush(max(0.0, min(_FLUSH_SLICE, left_time))))
-            if not left or self._watch.error is not None or self._refusal is not None:
-                return left
-            if deadline is not None and time.monotonic() >= deadline:
-                return left
+    def _refused(self) -> bool:
+        """The cluster refused us (login, TLS, ACL): waiting longer for deliveries is pointless."""
+        return self._watch.error is not None or self._refusal is not None
 
-    def _flush(self, producer: Producer, timeout: float | None, *, close: bool) -> None:
-        left = self._flush_watched(producer, timeout)
+    def _release(self) -> None:
+        self._producer = None
+        if self._owns_registry and self._registry is not None:
+            self._registry.close()
+            self._registry = None
+
+    def _finish_flush(self, producer: Producer, left: int, *, close: bool) -> None:
+        """After a flush's wait, with ``left`` events still queued: report. Raises
+        :class:`DeliveryError` (or the cluster's refusal) for every failure nobody saw and
+        every event still queued; on ``close`` those are purged from librdkafka first."""
         if left and close:
             # Nothing will serve these reports after close(): take the events back from
             # librdkafka so each future fails now, with its own reason, and none is sent later.
@@ -597,10 +507,6 @@ class PaymentProducer:
         else:
             log.debug("delivery callback for payment %s raised: %r", future.event.payment_id, exc)
 
-    def _telemetry_failed(self, future: DeliveryFuture, code: str) -> None:
-        if future._token is not None and self._telemetry is not None:
-            self._telemetry.failed(future._token, code)
-
     def _on_error(self, err: Any) -> None:
         self._last_error = err.str()
         first = self._watch.error is None
@@ -616,6 +522,163 @@ class PaymentProducer:
             log.warning("producer: %s", self._last_error)
         else:
             log.debug("producer: %s", self._last_error)
+
+
+class PaymentProducer(_ProducerBase):
+    """Sends :class:`PaymentEvent`s to the payments topic; use it as a context manager.
+
+    On start it makes sure the schema may be used (registering it when ``auto_register``;
+    otherwise only an already registered version is accepted) and caches its id. ``key``
+    picks the message key (the user, by default, which keeps each user's payments in order).
+    ``kafka_overrides`` are librdkafka settings for this producer alone; like
+    ``Settings.kafka_options`` they may not touch the keys the delivery guarantees rest on.
+    """
+
+    def _init_face(self) -> None:
+        self._next_poll = 0.0
+        # Delivery reports send() may still take in during its poll; None outside send().
+        self._report_budget: int | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Check and register the schema, create the topic if missing (``create_topic``),
+        then connect; idempotent."""
+        if self._producer is None:
+            self._producer = self._connect()
+        return self
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except DeliveryError as undelivered:
+            # The body's own exception wins; the undelivered events must still be seen.
+            log.error("%s", undelivered)  # noqa: TRY400 - no traceback: the body's error is raised
+            exc.add_note(str(undelivered))
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush within ``timeout`` (default ``flush_timeout``), then release the client.
+
+        Raises :class:`DeliveryError` listing every event not delivered. Events still queued
+        at the deadline are purged from librdkafka first, so each of their futures fails at
+        once (instead of waiting forever on a closed producer) and none is sent afterwards.
+        """
+        producer = self._producer
+        if producer is None:
+            return
+        try:
+            self._flush(producer, self._flush_timeout if timeout is None else timeout, close=True)
+        finally:
+            self._release()
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def send(
+        self,
+        event: PaymentEvent,
+        *,
+        on_delivery: Callable[[DeliveryFuture], object] | None = None,
+    ) -> DeliveryFuture:
+        """Queue ``event`` for delivery and return at once.
+
+        When librdkafka's local queue is full this waits (serving delivery reports) up to
+        ``queue_timeout`` seconds: back-pressure, never a silent drop. Otherwise it takes in
+        at most a few hundred delivery reports per call, so a backlog (every event of an
+        outage timing out together) is worked off over the next sends, not in one slow call.
+        """
+        producer = self._started()[0]
+        value, key = self._encode(event)
+        future = DeliveryFuture(event, self)
+        if on_delivery is not None:
+            future.add_done_callback(on_delivery)
+        headers = self._trace(future, key)
+        deadline: float | None = None
+        while True:
+            try:
+                producer.produce(
+                    self.settings.topic, value, key, on_delivery=future, headers=headers
+                )
+                break
+            except BufferError:
+                now = time.monotonic()
+                deadline = deadline or now + self._queue_timeout
+                if now >= deadline:
+                    self._telemetry_failed(future, "_QUEUE_FULL")
+                    raise self._queue_full_error(event) from None
+                producer.poll(0.05)
+            except KafkaException as exc:
+                self._telemetry_failed(future, exc.args[0].name())
+                raise self._refused_error(event, exc) from None
+        # Registered only once queued: an event send() raised for is the caller's, not flush's.
+        self._pending[id(future)] = future
+        # Serving delivery reports costs about as much as a produce; once a millisecond keeps
+        # callbacks timely and the report queue short without paying it on every send. A
+        # backlog left over by the budget is served on the very next send.
+        now = time.monotonic()
+        if now >= self._next_poll:
+            self._next_poll = now + _POLL_INTERVAL
+            self._report_budget = _REPORTS_PER_SEND
+            try:
+                producer.poll(0)
+            except _BudgetSpentError:
+                self._next_poll = now
+            finally:
+                self._report_budget = None
+        return future
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every queued event is delivered or ``timeout`` passes.
+
+        Raises :class:`DeliveryError` with every failed delivery nobody observed and every
+        event still queued at the deadline; it is ``retriable`` when every one of them can
+        be sent again (an outage, not bad data).
+        """
+        self._flush(self._started()[0], timeout, close=False)
+
+    @property
+    def in_flight(self) -> int:
+        """Events queued but not yet acknowledged by the broker."""
+        return len(self._producer) if self._producer is not None else 0
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _poll(self, timeout: float) -> bool:
+        """Serve delivery reports for up to ``timeout``; False once the producer is closed."""
+        if self._producer is None:
+            return False
+        # A wait serves every report, even one started from a callback inside send()'s poll.
+        budget, self._report_budget = self._report_budget, None
+        try:
+            self._producer.poll(timeout)
+        finally:
+            self._report_budget = budget
+        return True
+
+    def _flush_watched(self, producer: Producer, timeout: float | None) -> int:
+        """``flush`` in slices, stopping early when the cluster refused us (login, TLS, ACL):
+        those events would otherwise wait out the whole timeout for nothing."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left_time = _FLUSH_SLICE if deadline is None else deadline - time.monotonic()
+            left = int(producer.flush(max(0.0, min(_FLUSH_SLICE, left_time))))
+            if not left or self._watch.error is not None or self._refusal is not None:
+                return left
+            if deadline is not None and time.monotonic() >= deadline:
+                return left
+
+    def _flush(self, producer: Producer, timeout: float | None, *, close: bool) -> None:
+        self._finish_flush(producer, self._flush_watched(producer, timeout), close=close)
 
 
 class _BudgetSpentError(Exception):

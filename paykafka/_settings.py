@@ -47,6 +47,8 @@ CompatibilityLevel = Literal[
 ]
 _LEVELS: frozenset[str] = frozenset(CompatibilityLevel.__args__)  # type: ignore[attr-defined]
 
+_ISOLATION_LEVELS = frozenset({"read_committed", "read_uncommitted"})
+
 _ENV_PREFIX = "PAYKAFKA_"
 _RDKAFKA_LOG = logging.getLogger("paykafka.librdkafka")
 _T = TypeVar("_T")
@@ -57,6 +59,9 @@ _PROTECTED_PRODUCER_KEYS = frozenset(
     {"enable.idempotence", "acks", "on_delivery", "delivery.report.only.error"}
 )
 _PROTECTED_CONSUMER_KEYS = frozenset({"enable.auto.commit", "enable.auto.offset.store"})
+# A processor reading uncommitted inputs would commit outputs of inputs that were aborted.
+_PROTECTED_PROCESSOR_KEYS = _PROTECTED_CONSUMER_KEYS | {"isolation.level"}
+_PROTECTED_TRANSACTIONAL_KEYS = _PROTECTED_PRODUCER_KEYS | {"transactional.id"}
 # librdkafka's other names for protected keys; any key may also carry a "topic." prefix, or
 # sit in a "default.topic.config" mapping.
 _KEY_ALIASES = {"request.required.acks": "acks", "auto.commit.enable": "enable.auto.commit"}
@@ -93,6 +98,14 @@ def _registry_url(_inst: object, _attribute: attrs.Attribute[Any], value: str) -
         raise ConfigError(
             f"registry_url must start with http:// or https://, got {value!r} "
             "(set PAYKAFKA_REGISTRY_URL)"
+        )
+
+
+def _isolation(_inst: object, _attribute: attrs.Attribute[Any], value: str) -> None:
+    if value not in _ISOLATION_LEVELS:
+        raise ConfigError(
+            f"isolation_level must be read_committed or read_uncommitted, got {value!r} "
+            "(set PAYKAFKA_ISOLATION_LEVEL)"
         )
 
 
@@ -174,6 +187,10 @@ class Settings:
     topic_replication_factor: int = attrs.field(default=3, converter=int, validator=_positive)
     #: Consumer group of trackers. ``PAYKAFKA_GROUP_ID``.
     group_id: str = attrs.field(default="payment-tracker", validator=_nonempty)
+    #: Seconds between a tracker's commits of the offsets it handled: a tracker that crashes
+    #: leaves at most about this much of its work to be read again by the group.
+    #: ``PAYKAFKA_COMMIT_INTERVAL``.
+    commit_interval: float = attrs.field(default=1.0, converter=float, validator=_positive)
     #: Register the schema when the producer starts; ``False`` for governed deployments
     #: where only an already registered version may be used. ``PAYKAFKA_AUTO_REGISTER``.
     auto_register: bool = True
@@ -189,6 +206,19 @@ class Settings:
     schema_cache_dir: Path | None = attrs.field(default=None, converter=_optional_path)
     #: Dead-letter topic for records a tracker cannot decode or handle. ``PAYKAFKA_DLQ_TOPIC``.
     dlq_topic: str = attrs.field(default="payments.dlq", validator=_nonempty)
+    #: What trackers read: ``read_committed`` (the default) hides records of aborted Kafka
+    #: transactions and holds back those of open ones until they commit; ``read_uncommitted``
+    #: shows everything at once, aborted duplicates included. ``PAYKAFKA_ISOLATION_LEVEL``.
+    isolation_level: str = attrs.field(default="read_committed", validator=_isolation)
+    #: Most input events a :class:`~paykafka.PaymentProcessor` handles in one transaction.
+    #: ``PAYKAFKA_TRANSACTION_BATCH_SIZE``.
+    transaction_batch_size: int = attrs.field(default=1000, converter=int, validator=_positive)
+    #: Milliseconds a processor waits, after the first input of a batch, for more before it
+    #: commits: an upper bound on the latency batching adds. ``PAYKAFKA_TRANSACTION_BATCH_MS``.
+    transaction_batch_ms: int = attrs.field(default=100, converter=int, validator=_positive)
+    #: A processor's transactional id: unique per running instance and the same after its
+    #: restart; ``<group_id>-<hostname>`` when unset. ``PAYKAFKA_TRANSACTIONAL_ID``.
+    transactional_id: str | None = None
     #: Client id shown in broker logs and metrics. ``PAYKAFKA_CLIENT_ID``.
     client_id: str = "paykafka"
     #: ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``. ``PAYKAFKA_SECURITY_PROTOCOL``.
@@ -305,9 +335,45 @@ class Settings:
                 # A new group starts at the oldest event: for payments, missing the events
                 # written before the first tracker started is worse than reading them.
                 "auto.offset.reset": "earliest",
+                "isolation.level": self.isolation_level,
             }
         )
         conf.update(self._passthrough(_PROTECTED_CONSUMER_KEYS, overrides))
+        conf.update(library)
+        return conf
+
+    def transactional_producer_config(
+        self,
+        transactional_id: str,
+        overrides: Mapping[str, Any] | None = None,
+        /,
+        **library: Any,
+    ) -> dict[str, Any]:
+        """librdkafka producer config of a processor: the safe defaults plus a transactional id
+        (a commit flushes the transaction's records at once, so linger adds no latency there)."""
+        # Refuses a passthrough transactional.id (kafka_options or the client's overrides).
+        self._passthrough(_PROTECTED_TRANSACTIONAL_KEYS, overrides)
+        conf = self.producer_config(overrides)
+        conf["transactional.id"] = transactional_id
+        conf.update(library)
+        return conf
+
+    def processor_consumer_config(
+        self, overrides: Mapping[str, Any] | None = None, /, **library: Any
+    ) -> dict[str, Any]:
+        """librdkafka consumer config of a processor: offsets are committed only by its
+        transactions, and only committed inputs are read, whatever ``isolation_level`` says."""
+        conf = self._client_config()
+        conf.update(
+            {
+                "group.id": self.group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+            }
+        )
+        conf.update(self._passthrough(_PROTECTED_PROCESSOR_KEYS, overrides))
         conf.update(library)
         return conf
 
@@ -380,9 +446,14 @@ def _as_level(raw: str) -> str:
     return raw.strip().upper()
 
 
+def _as_isolation(raw: str) -> str:
+    return raw.strip().lower()
+
+
 _ENV_PARSERS: dict[str, Callable[[str], Any]] = {
     "auto_register": _as_bool,
     "registry_timeout": float,
+    "commit_interval": float,
     "kafka_options": _as_json_object,
     "compatibility": _as_level,
     "create_topic": _as_bool,
@@ -391,4 +462,7 @@ _ENV_PARSERS: dict[str, Callable[[str], Any]] = {
     "tracing": _as_bool,
     "metrics": _as_bool,
     "metrics_port": int,
+    "isolation_level": _as_isolation,
+    "transaction_batch_size": int,
+    "transaction_batch_ms": int,
 }

@@ -288,7 +288,7 @@ def test_off_imports_neither_extra() -> None:
         "from paykafka._observability import telemetry_for\n"
         "assert telemetry_for(paykafka.Settings()) is None\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "{'opentelemetry', 'prometheus_client', 'rich'}))\n"
+        "{'opentelemetry', 'prometheus_client'}))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60

@@ -45,7 +45,7 @@ from paykafka._registry import RegistryClient
 from paykafka._schema import load_schema
 from paykafka._serde import EventDeserializer
 from paykafka._settings import Settings
-from paykafka._tracker import PaymentTracker, TrackedEvent
+from paykafka._tracking import PaymentTracker, TrackedEvent
 
 _EXIT_CODES = """\
 exit codes:
@@ -144,6 +144,12 @@ def register(sub: Any) -> None:
         action="store_true",
         help="stop once every partition is read up to where it ended when reading began",
     )
+    events.add_argument(
+        "--read-committed",
+        action="store_true",
+        help="show only records of committed transactions, as trackers and processors read "
+        "(default: every record, aborted ones too, like the console consumer)",
+    )
     events.set_defaults(func=_events)
 
     lag = _parser(
@@ -186,7 +192,11 @@ def register(sub: Any) -> None:
         "offsets are committed, undecodable records go to the dead-letter topic. Ctrl+C stops "
         "cleanly.",
     )
-    track.add_argument("--from-beginning", action="store_true", help="replay the whole topic")
+    track.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="start at the oldest event where the group has no committed offset yet",
+    )
     track.add_argument("--max-events", type=_positive_int, help="stop after N events")
     track.add_argument(
         "--until-end", action="store_true", help="stop once every partition is read to its end"
@@ -469,7 +479,9 @@ def _events(args: argparse.Namespace) -> int:
     stopping = threading.Event()
     with RegistryClient(settings) as registry:
         decoder = EventDeserializer(load_schema(settings.schema_path), registry.schema_by_id)
-        with TopicReader(settings, decoder, timeout=args.timeout) as reader:
+        with TopicReader(
+            settings, decoder, timeout=args.timeout, read_committed=args.read_committed
+        ) as reader:
             reader.open(
                 from_beginning=args.from_beginning,
                 partition=args.partition,

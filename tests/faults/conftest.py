@@ -4,8 +4,9 @@ Each stack lives in a pytest temp dir on ports no one else uses (the single node
 21092/21081, the cluster on 23092-23094/23081; their controllers sit 1000 above the brokers),
 all below Linux's ephemeral range (32768-60999) so no outgoing connection can take them,
 so killing a broker here never disturbs the shared ``paykafka stack up`` on 9092. Stacks are
-per module, so a file lock held by one module keeps two concurrent runs of these tests from
-colliding on the ports. A stack that cannot start is a test error, never a skip.
+per module (the consumer-group tests have theirs on 24292/24281), so a file lock held by
+one module keeps two concurrent runs of these tests from colliding on the ports. A stack that
+cannot start is a test error, never a skip.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ SINGLE_KAFKA_PORT = 21092
 SINGLE_REGISTRY_PORT = 21081
 CLUSTER_KAFKA_PORT = 23092
 CLUSTER_REGISTRY_PORT = 23081
+GROUP_KAFKA_PORT = 24292
+GROUP_REGISTRY_PORT = 24281
 
 _FIGURES: list[dict[str, Any]] = []
 
@@ -122,5 +125,17 @@ def cluster_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         brokers=3,
         kafka_port=CLUSTER_KAFKA_PORT,
         registry_port=CLUSTER_REGISTRY_PORT,
+    ) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def group_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A one-broker stack for the consumer-group tests on 24292 / 24281, torn down afterwards."""
+    with _own_stack(
+        tmp_path_factory.mktemp("stack-group"),
+        brokers=1,
+        kafka_port=GROUP_KAFKA_PORT,
+        registry_port=GROUP_REGISTRY_PORT,
     ) as stack:
         yield stack

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import sys
@@ -21,7 +22,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from paykafka import KafkaAdmin, PaymentProducer, PaymentTracker, Settings, Telemetry
+from paykafka import (
+    KafkaAdmin,
+    PaymentEvent,
+    PaymentProducer,
+    PaymentTracker,
+    Settings,
+    Telemetry,
+)
+from paykafka.aio import AsyncPaymentProducer, AsyncPaymentTracker
 
 from ._cli import connection_flags, run_cli
 
@@ -78,6 +87,56 @@ def test_one_trace_from_send_to_handler(
             attributes(process)["messaging.kafka.offset"]
             == attributes(send)["messaging.kafka.offset"]
         )
+
+
+def _one_trace_per_payment(exporter: InMemorySpanExporter, n: int) -> None:
+    finished = exporter.get_finished_spans()
+    sends = {
+        attributes(s)["messaging.message.id"]: s for s in finished if s.kind is SpanKind.PRODUCER
+    }
+    processes = [s for s in finished if s.kind is SpanKind.CONSUMER]
+    assert len(sends) == len(processes) == n
+    for process in processes:
+        send = sends[attributes(process)["messaging.message.id"]]
+        assert process.context.trace_id == send.context.trace_id
+        assert process.parent is not None
+        assert process.parent.span_id == send.context.span_id
+
+
+def test_concurrent_tracker_spans_continue_each_payments_trace(
+    topic_settings: Settings, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """With handlers in a thread pool, each span still joins its own payment's trace."""
+    provider, exporter = spans
+    telemetry = Telemetry(tracer_provider=provider)
+    with PaymentProducer(topic_settings, telemetry=telemetry) as producer:
+        for event in make_events(30, users=10):
+            producer.send(event)
+    with PaymentTracker(topic_settings, telemetry=telemetry, concurrency=4) as tracker:
+        assert tracker.run(lambda _e: None, max_events=30, idle_timeout=30) == 30
+    _one_trace_per_payment(exporter, 30)
+
+
+def test_async_faces_carry_the_trace(
+    topic_settings: Settings, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """AsyncPaymentProducer -> AsyncPaymentTracker(concurrency=8): one trace per payment."""
+    provider, exporter = spans
+    telemetry = Telemetry(tracer_provider=provider)
+
+    async def handler(_event: PaymentEvent) -> None:
+        await asyncio.sleep(0.001)
+
+    async def scenario() -> int:
+        async with AsyncPaymentProducer(topic_settings, telemetry=telemetry) as producer:
+            await asyncio.gather(*(producer.send(e) for e in make_events(20, users=7)))
+        async with AsyncPaymentTracker(
+            topic_settings, telemetry=telemetry, concurrency=8
+        ) as tracker:
+            return await tracker.run(handler, max_events=20, idle_timeout=30, handle_signals=False)
+
+    assert asyncio.run(scenario()) == 20
+    _one_trace_per_payment(exporter, 20)
 
 
 def test_records_from_an_untraced_producer_still_get_consumer_spans(
