@@ -135,8 +135,14 @@ class TrackerBase:
         telemetry = self._telemetry
         if telemetry is not None and telemetry.wants_statistics:
             # Lag for the metrics comes from librdkafka's statistics, not from admin calls.
-            group = self.settings.group_id
-            library["stats_cb"] = lambda stats: telemetry.statistics(group, stats)
+            group, topic, core = self.settings.group_id, self.settings.topic, self._core
+
+            def on_statistics(stats: str) -> None:
+                telemetry.statistics(group, stats)
+                # Sampled with the statistics, not per record: a gauge needs no more.
+                telemetry.in_flight(topic, group, core.in_flight)
+
+            library["stats_cb"] = on_statistics
             if "statistics.interval.ms" not in self._overrides:
                 library["statistics.interval.ms"] = STATISTICS_INTERVAL_MS
         conf = self.settings.consumer_config(

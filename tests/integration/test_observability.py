@@ -219,6 +219,9 @@ def test_metrics_endpoint_counts_what_happened(
     assert sample("paykafka_events_delivered_total", topic=topic) == 50
     assert sample("paykafka_events_handled_total", topic=topic, consumergroup=group) == 30
     assert sample("paykafka_handler_retries_total", topic=topic, consumergroup=group) <= 1
+    # Nothing handed out while the partitions were held paused.
+    in_flight = ("paykafka_in_flight", frozenset({"topic": topic, "consumergroup": group}.items()))
+    assert scraped[in_flight] == 0
     dead = {
         dict(labels)["reason"]: value
         for (name, labels), value in scraped.items()
