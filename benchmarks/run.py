@@ -19,11 +19,11 @@ from typing import Any
 
 import confluent_kafka
 
-from benchmarks import aio, memory, pipeline, serde
+from benchmarks import aio, memory, observability, pipeline, serde
 from benchmarks._common import Row, render
 from paykafka import Settings
 
-PARTS = ("serde", "e2e", "latency", "memory", "aio")
+PARTS = ("serde", "e2e", "latency", "memory", "aio", "observability")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings, 10_000 if quick else 50_000, args.rounds or (1 if quick else 2)
         )
         rows += aio.lag(settings, 20_000 if quick else 100_000)
+    if "observability" in parts:
+        n = args.e2e_n or (20_000 if quick else 100_000)
+        _progress(f"observability costs, {n:,} events per configuration")
+        rows += observability.run(settings, n, args.rounds or (1 if quick else 2))
     report = {
         "environment": _environment(settings),
         "quick": quick,

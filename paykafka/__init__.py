@@ -56,6 +56,7 @@ from paykafka._exactly_once import (
     PostgresInbox,
     SqliteInbox,
 )
+from paykafka._observability import Telemetry
 from paykafka._processor import Output, PaymentProcessor
 from paykafka._producer import Delivery, DeliveryFuture, PaymentProducer, key_by_user
 from paykafka._registry import CompatibilityResult, RegisteredSchema, RegistryClient
@@ -120,6 +121,7 @@ __all__ = [
     "SqliteInbox",
     "StackError",
     "SubjectNotFoundError",
+    "Telemetry",
     "TlsError",
     "TopicConfig",
     "TopicDescription",

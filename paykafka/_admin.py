@@ -571,6 +571,23 @@ class KafkaAdmin:
             ),
         )
 
+    def consumer_groups(self) -> tuple[str, ...]:
+        """Ids of every consumer group the cluster knows, sorted."""
+        future = self._admin.list_consumer_groups(request_timeout=self.timeout)
+        answer = self._result(future, "listing consumer groups")
+        return tuple(sorted(g.group_id for g in answer.valid))
+
+    def group_offsets(self, group: str) -> dict[tuple[str, int], int]:
+        """Every committed offset of ``group``, by (topic, partition)."""
+        request = ConsumerGroupTopicPartitions(group)
+        futures = self._admin.list_consumer_group_offsets([request], request_timeout=self.timeout)
+        answer = self._result(futures[group], f"reading the offsets of group {group!r}")
+        return {
+            (tp.topic, tp.partition): tp.offset
+            for tp in answer.topic_partitions or []
+            if tp.error is None and tp.offset >= 0
+        }
+
     # -- internals -------------------------------------------------------------------------------
 
     def _metadata(self) -> Any:

@@ -30,6 +30,8 @@ from paykafka._errors import (
 )
 from paykafka._event import PaymentEvent
 from paykafka._governance import SchemaGate
+from paykafka._observability import Telemetry, telemetry_for
+from paykafka._observability._telemetry import SendToken
 from paykafka._registry import RegistryClient
 from paykafka._schema import PaymentSchema, load_schema, require_agreement
 from paykafka._security import SecurityWatch, client_creation_error
@@ -112,6 +114,7 @@ class DeliveryFuture:
         "_observed",
         "_position",
         "_producer",
+        "_token",
         "_waiters",
         "event",
     )
@@ -127,6 +130,8 @@ class DeliveryFuture:
         self._observed = False
         # Only the async face's DeliveryTask uses it; here so it needs no __init__ of its own.
         self._waiters: list[Any] | None = None
+        #: Telemetry's handle on this send (span, start time); ``None`` when telemetry is off.
+        self._token: SendToken | None = None
 
     def __call__(self, err: Any, msg: Any) -> None:
         """librdkafka's delivery report for this event (not for callers)."""
@@ -245,8 +250,10 @@ class _ProducerBase:
         queue_timeout: float = 60.0,
         kafka_options: Mapping[str, Any] | None = None,
         kafka_overrides: dict[str, Any] | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
+        self._telemetry = telemetry
         self._registry = registry
         self._owns_registry = registry is None
         self._schema = schema
@@ -288,6 +295,7 @@ class _ProducerBase:
         missing (``create_topic``), then make the librdkafka producer. Blocks on the registry
         and the admin API: the async face runs it in a worker thread."""
         conf = self.settings.producer_config(self._overrides, error_cb=self._on_error)
+        self._telemetry = telemetry_for(self.settings, self._telemetry)
         schema = self._schema or load_schema(self.settings.schema_path)
         require_agreement(schema)
         self._schema = schema
@@ -334,6 +342,22 @@ class _ProducerBase:
         if not isinstance(event, PaymentEvent):
             raise TypeError(f"send() takes a PaymentEvent, got {type(event).__name__}")
         return serialize(event), self._key(event).encode()
+
+    def _trace(
+        self, future: DeliveryFuture, key: bytes
+    ) -> list[tuple[str, str | bytes | None]] | None:
+        """Telemetry's view of a send about to be queued: the headers to put on the record
+        (the trace context), or ``None`` when telemetry is off or adds none."""
+        telemetry = self._telemetry
+        if telemetry is None:
+            return None
+        future._token = token = telemetry.sending(self.settings.topic, future.event, key)
+        return token.headers or None
+
+    def _telemetry_failed(self, future: DeliveryFuture, code: str) -> None:
+        """A send that failed (before or after queueing): its span and counters end here."""
+        if future._token is not None and self._telemetry is not None:
+            self._telemetry.failed(future._token, code)
 
     def _queue_full_error(self, event: PaymentEvent) -> DeliveryError:
         reason = (
@@ -429,8 +453,11 @@ class _ProducerBase:
     def _on_delivery(self, future: DeliveryFuture, err: Any, msg: Any) -> None:
         self._pending.pop(id(future), None)
         if err is None:
+            if future._token is not None and self._telemetry is not None:
+                self._telemetry.delivered(future._token, msg.partition(), msg.offset())
             future._settle((msg.partition(), msg.offset()), None)
         else:
+            self._telemetry_failed(future, err.name())
             refused = self._watch.classify(err, resource=self.settings.topic, operation="WRITE")
             if isinstance(refused, AuthorizationError) and self._refusal is None:
                 self._refusal = refused
@@ -575,18 +602,23 @@ class PaymentProducer(_ProducerBase):
         future = DeliveryFuture(event, self)
         if on_delivery is not None:
             future.add_done_callback(on_delivery)
+        headers = self._trace(future, key)
         deadline: float | None = None
         while True:
             try:
-                producer.produce(self.settings.topic, value, key, on_delivery=future)
+                producer.produce(
+                    self.settings.topic, value, key, on_delivery=future, headers=headers
+                )
                 break
             except BufferError:
                 now = time.monotonic()
                 deadline = deadline or now + self._queue_timeout
                 if now >= deadline:
+                    self._telemetry_failed(future, "_QUEUE_FULL")
                     raise self._queue_full_error(event) from None
                 producer.poll(0.05)
             except KafkaException as exc:
+                self._telemetry_failed(future, exc.args[0].name())
                 raise self._refused_error(event, exc) from None
         # Registered only once queued: an event send() raised for is the caller's, not flush's.
         self._pending[id(future)] = future

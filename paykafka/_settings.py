@@ -234,6 +234,18 @@ class Settings:
     #: Any other librdkafka settings, passed through (values never shown, they may hold
     #: secrets). ``PAYKAFKA_KAFKA_OPTIONS`` (JSON object).
     kafka_options: Mapping[str, str] = attrs.field(factory=dict, converter=_str_map, repr=False)
+    #: Trace each send and each handler call with OpenTelemetry (needs ``paykafka[otel]``);
+    #: trace context travels in a ``traceparent`` header. ``PAYKAFKA_TRACING``.
+    tracing: bool = False
+    #: Count events, time deliveries and handlers, export consumer lag in prometheus-client's
+    #: default registry (needs ``paykafka[prometheus]``). ``PAYKAFKA_METRICS``.
+    metrics: bool = False
+    #: Serve the metrics on ``http://<metrics_host>:<port>/metrics`` (turns metrics on); off
+    #: when unset. ``PAYKAFKA_METRICS_PORT``.
+    metrics_port: int | None = attrs.field(default=None, converter=attrs.converters.optional(int))
+    #: Address the metrics endpoint listens on; ``0.0.0.0`` to be scraped from other hosts.
+    #: ``PAYKAFKA_METRICS_HOST``.
+    metrics_host: str = "127.0.0.1"
 
     @property
     def subject(self) -> str:
@@ -447,6 +459,9 @@ _ENV_PARSERS: dict[str, Callable[[str], Any]] = {
     "create_topic": _as_bool,
     "topic_partitions": int,
     "topic_replication_factor": int,
+    "tracing": _as_bool,
+    "metrics": _as_bool,
+    "metrics_port": int,
     "isolation_level": _as_isolation,
     "transaction_batch_size": int,
     "transaction_batch_ms": int,

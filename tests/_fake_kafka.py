@@ -69,15 +69,23 @@ class FakeProducer:
         self.purge_reports = True
         self.purge_code = "_PURGE_QUEUE"
         self._offset = 0
+        self.headers: list[list[tuple[str, str | bytes | None]] | None] = []
 
     # -- confluent's surface -------------------------------------------------------------
 
     def produce(
-        self, topic: str, value: bytes, key: bytes, *, on_delivery: Callable[[Any, Any], None]
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes,
+        *,
+        on_delivery: Callable[[Any, Any], None],
+        headers: list[tuple[str, str | bytes | None]] | None = None,
     ) -> None:
         if len(self.queued) >= self.capacity:
             raise BufferError("Local: Queue full")
         self.produced.append((topic, value, key))
+        self.headers.append(headers)
         self.queued.append(on_delivery)
 
     def poll(self, timeout: float = -1) -> int:

@@ -598,3 +598,37 @@ def test_a_wait_inside_sends_poll_is_not_cut_short_by_its_budget(
     producer.send(make_events(1)[0])  # its poll runs the callback, which waits on `last`
     assert waited == [None]
     assert producer.callback_errors == 0
+
+
+# -- telemetry ------------------------------------------------------------------------------
+
+
+def test_telemetry_headers_and_outcomes(clients: list[FakeProducer]) -> None:
+    """With telemetry on, each record carries traceparent, and every outcome is counted once."""
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415
+
+    from paykafka import Telemetry  # noqa: PLC0415
+
+    registry = CollectorRegistry()
+    telemetry = Telemetry(tracer_provider=TracerProvider(), registry=registry)
+    made = started(flush_timeout=0.01, telemetry=telemetry)
+    fake = client(clients)
+    for event in make_events(5):
+        made.send(event)
+    fake.ack(3)
+    fake.fail(TIMED_OUT)
+    fake.poll(0)
+    topic = made.settings.topic
+    assert all(h is not None and h[0][0] == "traceparent" for h in fake.headers)
+    assert registry.get_sample_value("paykafka_events_sent_total", {"topic": topic}) == 5
+    assert registry.get_sample_value("paykafka_events_delivered_total", {"topic": topic}) == 3
+    failed = {"topic": topic, "error": "_MSG_TIMED_OUT"}
+    assert registry.get_sample_value("paykafka_events_failed_total", failed) == 2
+    made._producer = None
+
+
+def test_no_telemetry_no_headers(producer: PaymentProducer, clients: list[FakeProducer]) -> None:
+    """Off by default: records carry no headers the application did not ask for."""
+    producer.send(make_events(1)[0])
+    assert client(clients).headers == [None]

@@ -42,7 +42,7 @@ from paykafka._errors import (
     PayKafkaError,
 )
 from paykafka._event import PaymentEvent
-from paykafka._exactly_once import Inbox, InboxOutcome
+from paykafka._exactly_once import AsyncInbox, Inbox, InboxOutcome
 from paykafka._registry import RegistryClient
 from paykafka._schema import load_schema, require_agreement
 from paykafka._security import client_creation_error
@@ -372,6 +372,7 @@ class PaymentTracker(TrackerBase):
         decode = self._decoder().decode
         limit = state.limit
         done: Work[Any] | None = None
+        telemetry = self._telemetry
         while not stop.is_set():
             now = monotonic()
             with cond:
@@ -403,7 +404,10 @@ class PaymentTracker(TrackerBase):
                         value = self._decoded(work)
                 if value is not None:
                     try:
-                        handler(value[1])  # type: ignore[index]
+                        if telemetry is None:
+                            handler(value[1])  # type: ignore[index]
+                        else:
+                            self._traced_call(handler, work, value[1])  # type: ignore[index]
                     except Exception as exc:  # noqa: BLE001 - the core decides what it means
                         self._handler_failed(work, value, exc)  # type: ignore[arg-type]
                     else:
@@ -523,11 +527,12 @@ class PaymentTracker(TrackerBase):
         outcome = InboxOutcome.APPLIED
         try:
             if inbox is None:
-                handler(decoded[1])
+                if self._telemetry is None:
+                    handler(decoded[1])
+                else:
+                    self._traced_call(handler, work, decoded[1])
             else:
-                assert isinstance(inbox, Inbox)
-                self._check_age(work)
-                outcome = inbox.apply(decoded[1], handler)
+                outcome = self._apply(inbox, handler, work, decoded[1])
         except DatabaseError as exc:
             if not exc.retriable:
                 self._handler_failed(work, decoded, exc)
@@ -559,6 +564,24 @@ class PaymentTracker(TrackerBase):
         elif settled is Verdict.RAISE:
             raise ConflictingDuplicateError(str(decoded[1].payment_id))
         return False
+
+    def _apply(
+        self,
+        inbox: Inbox | AsyncInbox,
+        handler: Callable[..., object],
+        work: Work[Any],
+        event: PaymentEvent,
+    ) -> InboxOutcome:
+        """``handler(event, tx)`` through the inbox (inside its span when telemetry is on)."""
+        assert isinstance(inbox, Inbox)
+        self._check_age(work)
+        if self._telemetry is None:
+            return inbox.apply(event, handler)
+        with self._observed(work, event):
+            outcome = inbox.apply(event, handler)
+        if outcome is InboxOutcome.APPLIED:
+            self._count_handled(work)
+        return outcome
 
     def _handler_failed(self, work: Work[Any], decoded: Decoded, exc: Exception) -> None:
         """Carry out the core's verdict on a failed handler; raises when it says so."""
@@ -662,6 +685,7 @@ class PaymentTracker(TrackerBase):
             raise
         with self._cond:
             self._core.dead_lettered(work)
+        self._count_dead_letter(work, reason)
         del cause
 
     def _fetch(self, consumer: Consumer, timeout: float) -> None:

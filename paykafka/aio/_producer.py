@@ -171,19 +171,22 @@ class AsyncPaymentProducer(_ProducerBase):
         producer = self._started()[0]
         value, key = self._encode(event)
         task = DeliveryTask(event, self)
+        headers = self._trace(task, key)
         deadline: float | None = None
         while True:
             try:
-                producer.produce(self.settings.topic, value, key, on_delivery=task)
+                producer.produce(self.settings.topic, value, key, on_delivery=task, headers=headers)
                 break
             except BufferError:
                 now = time.monotonic()
                 deadline = deadline or now + self._queue_timeout
                 if now >= deadline:
+                    self._telemetry_failed(task, "_QUEUE_FULL")
                     raise self._queue_full_error(event) from None
                 producer.poll(0)
                 await asyncio.sleep(_ROOM_WAIT)
             except KafkaException as exc:
+                self._telemetry_failed(task, exc.args[0].name())
                 raise self._refused_error(event, exc) from None
         # Registered only once queued: an event enqueue() raised for is the caller's.
         pending = self._pending

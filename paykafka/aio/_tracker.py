@@ -39,7 +39,7 @@ from paykafka._errors import (
     PayKafkaError,
 )
 from paykafka._event import PaymentEvent
-from paykafka._exactly_once import AsyncInbox, InboxOutcome
+from paykafka._exactly_once import AsyncInbox, Inbox, InboxOutcome
 from paykafka._registry import RegistryClient
 from paykafka._schema import load_schema, require_agreement
 from paykafka._security import client_creation_error
@@ -427,20 +427,17 @@ class AsyncPaymentTracker(TrackerBase):
             outcome = InboxOutcome.APPLIED
             try:
                 if inbox is None:
-                    await handler(decoded[1])
+                    if self._telemetry is None:
+                        await handler(decoded[1])
+                    else:
+                        with self._observed(work, decoded[1]):
+                            await handler(decoded[1])
+                        self._count_handled(work)
                 else:
-                    assert isinstance(inbox, AsyncInbox)
-                    self._check_age(work)
-                    outcome = await inbox.apply(decoded[1], handler)
+                    outcome = await self._apply(inbox, handler, work, decoded[1])
             except asyncio.CancelledError:
                 core.release(work)
                 raise
-            except DatabaseError as exc:
-                if exc.retriable:
-                    verdict = core.unavailable(work, time.monotonic(), stopping=self._stopping)
-                    self._log_unavailable_verdict(work, exc, verdict)
-                else:
-                    await self._failed(work, decoded, exc)
             except Exception as exc:  # noqa: BLE001 - any handler error goes to the retry policy
                 await self._failed(work, decoded, exc)
             else:
@@ -452,6 +449,20 @@ class AsyncPaymentTracker(TrackerBase):
         finally:
             self._tasks.pop(work, None)
             self._wake.set()
+
+    async def _apply(
+        self, inbox: Inbox | AsyncInbox, handler: Handler, work: Work[Any], event: PaymentEvent
+    ) -> InboxOutcome:
+        """``await handler(event, tx)`` through the inbox (inside its span with telemetry)."""
+        assert isinstance(inbox, AsyncInbox)
+        self._check_age(work)
+        if self._telemetry is None:
+            return await inbox.apply(event, handler)
+        with self._observed(work, event):
+            outcome = await inbox.apply(event, handler)
+        if outcome is InboxOutcome.APPLIED:
+            self._count_handled(work)
+        return outcome
 
     async def _conflict(self, work: Work[Any], decoded: Decoded, verdict: Verdict | None) -> None:
         """Dead-letter (or raise) a payment whose id was applied before with other content."""
@@ -466,6 +477,11 @@ class AsyncPaymentTracker(TrackerBase):
             self._fail(conflict)
 
     async def _failed(self, work: Work[Any], decoded: Decoded, exc: Exception) -> None:
+        if isinstance(exc, DatabaseError) and exc.retriable:
+            # The inbox's database is away: not the record's fault, retried without limit.
+            held = self._core.unavailable(work, time.monotonic(), stopping=self._stopping)
+            self._log_unavailable_verdict(work, exc, held)
+            return
         verdict = self._core.handler_failed(work, time.monotonic(), stopping=self._stopping)
         self._log_handler_verdict(work, exc, verdict)
         if verdict is Verdict.DEAD_LETTER:
@@ -545,6 +561,7 @@ class AsyncPaymentTracker(TrackerBase):
                 self._fail(exc)
             raise
         self._core.dead_lettered(work)
+        self._count_dead_letter(work, reason)
 
     def _fail(self, exc: BaseException) -> None:
         if self._failure is None:
