@@ -34,7 +34,7 @@ env: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,stack]'
+	$(PY) -m pip install --quiet -e '.[dev,stack,examples,otel,prometheus,top]'
 	touch $(STAMP)
 
 stack-up: $(STAMP)

@@ -19,11 +19,11 @@ from typing import Any
 
 import confluent_kafka
 
-from benchmarks import memory, pipeline, serde
+from benchmarks import aio, memory, observability, pipeline, serde
 from benchmarks._common import Row, render
 from paykafka import Settings
 
-PARTS = ("serde", "e2e", "latency", "memory")
+PARTS = ("serde", "e2e", "latency", "memory", "aio", "observability")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,6 +68,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         sizes = [25_000, 50_000, 100_000] if quick else [250_000, 500_000, 1_000_000]
         _progress(f"memory at N = {', '.join(f'{n:,}' for n in sizes)}")
         rows += memory.run(settings, sizes)
+    if "aio" in parts:
+        _progress("async and concurrency: 5 ms handlers, async produce, loop lag")
+        rows += aio.concurrency(
+            settings,
+            {"sequential": 150, "stock": 100, "async": 3_000, "threads": 2_000}
+            if quick
+            else {"sequential": 400, "stock": 300, "async": 15_000, "threads": 8_000},
+        )
+        rows += aio.produce(
+            settings, 10_000 if quick else 50_000, args.rounds or (1 if quick else 2)
+        )
+        rows += aio.lag(settings, 20_000 if quick else 100_000)
+    if "observability" in parts:
+        n = args.e2e_n or (20_000 if quick else 100_000)
+        _progress(f"observability costs, {n:,} events per configuration")
+        rows += observability.run(settings, n, args.rounds or (1 if quick else 2))
     report = {
         "environment": _environment(settings),
         "quick": quick,
@@ -81,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"paykafka {env['paykafka']} vs confluent-kafka {env['confluent_kafka']} "
             f"(librdkafka {env['librdkafka']}), fastavro {env['fastavro']}, "
-            f"Python {env['python']}, {env['cpus']} CPUs; {report['seconds']} s\n"
+            f"Python {env['python']}, {env['cpus']} CPUs (load {env['load_average'][0]}); "
+            f"{report['seconds']} s\n"
         )
         print(render(rows))
     return 0
@@ -99,6 +116,8 @@ def _environment(settings: Settings) -> dict[str, Any]:
         "fastavro": metadata.version("fastavro"),
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
+        # Rates of CPU-bound paths fall when others load the machine: say how loaded it was.
+        "load_average": [round(x, 1) for x in os.getloadavg()],
         "bootstrap_servers": settings.bootstrap_servers,
         "registry_url": settings.registry_url,
         "argv": sys.argv[1:],

@@ -30,6 +30,9 @@ def main() -> None:
             f": at offset {delivery.offset}"
         )
 
+    # Fail fast, like `paykafka produce`: no broker means one error in seconds, not a wait
+    # for every event to time out. A delivery that fails later makes close() raise.
+    paykafka.KafkaAdmin(timeout=10).brokers()
     with paykafka.PaymentProducer() as producer:
         for _ in range(args.count):
             event = paykafka.PaymentEvent(

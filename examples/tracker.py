@@ -29,6 +29,7 @@ def main() -> None:
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     # librdkafka logs each internal retry; what matters reaches us as paykafka exceptions.
     logging.getLogger("paykafka.librdkafka").setLevel(logging.CRITICAL)
+    paykafka.KafkaAdmin(timeout=10).brokers()  # fail fast, like `paykafka track`
     with paykafka.PaymentTracker(from_beginning=args.from_beginning) as tracker:
         print(
             f"🟢 Consumer is running and subscribed to {tracker.settings.topic} topic", flush=True

@@ -24,6 +24,7 @@ from paykafka._errors import (
     DecodeReason,
     DeliveryError,
     EncodeError,
+    FencedError,
     IncompatibleSchemaError,
     KafkaError,
     PayKafkaError,
@@ -39,9 +40,12 @@ from paykafka._errors import (
     StackError,
     SubjectNotFoundError,
     TlsError,
+    TransactionError,
     ValidationError,
 )
 from paykafka._event import PaymentEvent, PaymentMethod, optional_fields
+from paykafka._observability import Telemetry
+from paykafka._processor import Output, PaymentProcessor
 from paykafka._producer import Delivery, DeliveryFuture, PaymentProducer, key_by_user
 from paykafka._registry import CompatibilityResult, RegisteredSchema, RegistryClient
 from paykafka._schema import PaymentSchema, load_schema
@@ -65,15 +69,18 @@ __all__ = [
     "DeliveryError",
     "DeliveryFuture",
     "EncodeError",
+    "FencedError",
     "GroupLag",
     "IncompatibleSchemaError",
     "KafkaAdmin",
     "KafkaError",
+    "Output",
     "PartitionInfo",
     "PartitionLag",
     "PayKafkaError",
     "PaymentEvent",
     "PaymentMethod",
+    "PaymentProcessor",
     "PaymentProducer",
     "PaymentSchema",
     "PaymentTracker",
@@ -92,12 +99,14 @@ __all__ = [
     "Settings",
     "StackError",
     "SubjectNotFoundError",
+    "Telemetry",
     "TlsError",
     "TopicConfig",
     "TopicDescription",
     "TopicHealth",
     "TopicInfo",
     "TrackedEvent",
+    "TransactionError",
     "ValidationError",
     "__version__",
     "currencies",

@@ -571,6 +571,23 @@ class KafkaAdmin:
             ),
         )
 
+    def consumer_groups(self) -> tuple[str, ...]:
+        """Ids of every consumer group the cluster knows, sorted."""
+        future = self._admin.list_consumer_groups(request_timeout=self.timeout)
+        answer = self._result(future, "listing consumer groups")
+        return tuple(sorted(g.group_id for g in answer.valid))
+
+    def group_offsets(self, group: str) -> dict[tuple[str, int], int]:
+        """Every committed offset of ``group``, by (topic, partition)."""
+        request = ConsumerGroupTopicPartitions(group)
+        futures = self._admin.list_consumer_group_offsets([request], request_timeout=self.timeout)
+        answer = self._result(futures[group], f"reading the offsets of group {group!r}")
+        return {
+            (tp.topic, tp.partition): tp.offset
+            for tp in answer.topic_partitions or []
+            if tp.error is None and tp.offset >= 0
+        }
+
     # -- internals -------------------------------------------------------------------------------
 
     def _metadata(self) -> Any:
@@ -688,6 +705,8 @@ class TopicReader:
     by hand under a throwaway group id, offsets are never committed and nothing is
     dead-lettered, so looking at a topic can never move a tracker's position. A record that
     does not decode is yielded with its :class:`DecodeError` instead of stopping the replay.
+    Like the console consumer it shows every record, those of aborted or still open
+    transactions too, unless ``read_committed``.
     """
 
     def __init__(
@@ -696,9 +715,11 @@ class TopicReader:
         decoder: EventDeserializer,
         *,
         timeout: float = DEFAULT_TIMEOUT,
+        read_committed: bool = False,
     ) -> None:
         self.settings = settings
         self.timeout = timeout
+        self._read_committed = read_committed
         self._decode = decoder
         self._consumer: Consumer | None = None
         self._watch = SecurityWatch(settings)
@@ -725,6 +746,7 @@ class TopicReader:
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
                 "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed" if self._read_committed else "read_uncommitted",
             }
         )
         conf["error_cb"] = self._watch.observe

@@ -1,8 +1,11 @@
 """ISO 4217 currencies and their minor units (decimal places), for validating amounts.
 
-Only active codes that have minor units are listed: funds, precious metals and testing codes
-(XAU, XDR, XTS, XXX...) are not payment currencies. The table is data, updated when ISO 4217
-changes; a unit test checks it against well-known cases.
+Every active code with a minor unit is listed, the fund codes included (BOV, CHE, CHW, CLF,
+COU, MXV, USN, UYI, UYW: units of account that do appear in payments, and dropping them would
+make records already on the topic undecodable). Codes without a minor unit are left out:
+precious metals, SDR and testing codes (XAU, XDR, XTS, XXX...) are not payment currencies.
+The table is data, updated when ISO 4217 changes; a unit test checks it against well-known
+cases.
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ __all__ = [
     "DeadLetterQueue",
     "DeadLetterWriter",
     "ReplayResult",
+    "dead_letter_headers",
     "replay_group",
 ]
 
@@ -185,36 +186,10 @@ class DeadLetterWriter:
         schema_id: int | None = None,
         attempts: int = 1,
     ) -> None:
-        """Copy ``msg`` to the dead-letter topic with why-and-where headers; wait for the ack.
-
-        A record written back by a replay carries its earlier attempts and its origin: they are
-        added to and kept, so the letter says how often the record failed in all and where it
-        was first written.
-        """
-        original: Headers = msg.headers() or []
-        headers: list[tuple[str, str | bytes | None]] = [
-            (k, v) for k, v in original if not k.startswith(HEADER_PREFIX)
-        ]
-        ours = _ours(original)
-        earlier = max(_int_or(ours.get(H_ATTEMPTS), 0), 0)
-        topic, partition, offset = _origin(ours) or (
-            str(msg.topic()),
-            msg.partition(),
-            msg.offset(),
+        """Copy ``msg`` to the dead-letter topic with why-and-where headers; wait for the ack."""
+        headers = dead_letter_headers(
+            msg, reason=reason, message=message, schema_id=schema_id, attempts=attempts
         )
-        headers += [
-            (H_REASON, reason.encode()),
-            (H_MESSAGE, message[:2000].encode()),
-            (H_TOPIC, str(msg.topic()).encode()),
-            (H_PARTITION, str(msg.partition()).encode()),
-            (H_OFFSET, str(msg.offset()).encode()),
-            (H_ATTEMPTS, str(earlier + attempts).encode()),
-            (H_ORIGIN_TOPIC, topic.encode()),
-            (H_ORIGIN_PARTITION, str(partition).encode()),
-            (H_ORIGIN_OFFSET, str(offset).encode()),
-        ]
-        if schema_id is not None:
-            headers.append((H_SCHEMA_ID, str(schema_id).encode()))
         outcome: list[Any] = []
         self._producer.produce(
             self._topic,
@@ -249,6 +224,48 @@ class DeadLetterWriter:
     def close(self) -> None:
         """Flush anything left (nothing normally: every write already waited)."""
         self._producer.flush(self._timeout)
+
+
+def dead_letter_headers(
+    msg: Any,
+    *,
+    reason: str,
+    message: str,
+    schema_id: int | None = None,
+    attempts: int = 1,
+) -> list[tuple[str, str | bytes | None]]:
+    """The headers of ``msg``'s dead letter: its own, then why it failed and where it was.
+
+    One definition for every writer: the tracker's synchronous writer and the processor,
+    which writes dead letters inside its transaction. A record written back by a replay
+    carries its earlier attempts and its origin: they are added to and kept, so the letter
+    says how often the record failed in all and where it was first written.
+    """
+    original: Headers = msg.headers() or []
+    headers: list[tuple[str, str | bytes | None]] = [
+        (k, v) for k, v in original if not k.startswith(HEADER_PREFIX)
+    ]
+    ours = _ours(original)
+    earlier = max(_int_or(ours.get(H_ATTEMPTS), 0), 0)
+    topic, partition, offset = _origin(ours) or (
+        str(msg.topic()),
+        msg.partition(),
+        msg.offset(),
+    )
+    headers += [
+        (H_REASON, reason.encode()),
+        (H_MESSAGE, message[:2000].encode()),
+        (H_TOPIC, str(msg.topic()).encode()),
+        (H_PARTITION, str(msg.partition()).encode()),
+        (H_OFFSET, str(msg.offset()).encode()),
+        (H_ATTEMPTS, str(earlier + attempts).encode()),
+        (H_ORIGIN_TOPIC, topic.encode()),
+        (H_ORIGIN_PARTITION, str(partition).encode()),
+        (H_ORIGIN_OFFSET, str(offset).encode()),
+    ]
+    if schema_id is not None:
+        headers.append((H_SCHEMA_ID, str(schema_id).encode()))
+    return headers
 
 
 def _int_or(text: str | None, default: _T) -> int | _T:

@@ -25,7 +25,9 @@ stock serializers catches ours unchanged::
     │   └── DecodeError                       bytes are not a readable event (.reason)
     ├── KafkaError                            the broker or librdkafka failed (.code)
     │   ├── DeliveryError                     events were not delivered (.undelivered)
-    │   └── BrokerUnavailableError            no broker answered (retriable)
+    │   ├── BrokerUnavailableError            no broker answered (retriable)
+    │   └── TransactionError                  a Kafka transaction cannot go on (processor)
+    │       └── FencedError                   another instance took over this transactional id
     ├── SecurityError                         refused for who we are or how we connect
     │   ├── AuthenticationError               wrong or unknown user / password (Kafka or registry)
     │   ├── AuthorizationError                a missing ACL (.resource_type, .resource, .operation)
@@ -58,6 +60,7 @@ __all__ = [
     "DecodeReason",
     "DeliveryError",
     "EncodeError",
+    "FencedError",
     "IncompatibleSchemaError",
     "KafkaError",
     "PayKafkaError",
@@ -73,6 +76,7 @@ __all__ = [
     "StackError",
     "SubjectNotFoundError",
     "TlsError",
+    "TransactionError",
     "ValidationError",
     "security_error",
 ]
@@ -239,6 +243,23 @@ class BrokerUnavailableError(KafkaError):
     """No broker answered at the bootstrap address; start one (``paykafka stack up``)."""
 
     retriable = True
+
+
+class TransactionError(KafkaError):
+    """A processor's transactional producer failed for good (librdkafka called it fatal).
+
+    What the failed transaction wrote is aborted and its inputs are read again by whoever
+    processes them next; this processor instance has stopped and must be started anew.
+    """
+
+
+class FencedError(TransactionError):
+    """A newer processor started with the same transactional id and fenced this one.
+
+    Nothing this instance wrote after that is committed, so nothing is doubled. If no other
+    instance should exist, a stuck or restarted copy of this one took over; if two instances
+    were meant to run, give each its own ``transactional_id`` (``PAYKAFKA_TRANSACTIONAL_ID``).
+    """
 
 
 class StackError(PayKafkaError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -27,6 +28,14 @@ __all__ = ["PaymentEvent", "PaymentMethod", "extra", "optional_fields"]
 _MAX_INTEGER_DIGITS = 14
 _MAX_AMOUNT = Decimal(10) ** _MAX_INTEGER_DIGITS
 _MAX_USER_LENGTH = 256
+# An amount string as the wire would write it: ASCII digits, optional sign, point, exponent.
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+# Spelled out so they reach the "not a finite number" message instead of the syntax one.
+_NON_FINITE = frozenset({"nan", "snan", "inf", "infinity"})
+_VISIBLE_ASCII = re.compile(r"[!-~]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Letters (so "printable") that render as blank space: Hangul fillers and the Braille blank.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 class PaymentMethod(enum.StrEnum):
@@ -62,23 +71,58 @@ def _to_uuid(value: uuid.UUID | str) -> uuid.UUID:
 def _to_user(value: str) -> str:
     if not isinstance(value, str):
         raise ValidationError("user", f"must be a string, got {type(value).__name__}")
-    if not value.strip():
-        raise ValidationError("user", "must not be empty or blank")
+    if not _visible(value):
+        raise ValidationError(
+            "user", "must not be empty or blank (whitespace or invisible characters only)"
+        )
     if len(value) > _MAX_USER_LENGTH:
         raise ValidationError("user", f"is {len(value)} characters; at most {_MAX_USER_LENGTH}")
+    _refuse_surrogates("user", value)
     return value
 
 
+def _visible(text: str) -> bool:
+    """Whether ``text`` shows anything: a user of only U+200B looks like no user at all."""
+    if _VISIBLE_ASCII.search(text):  # the common case, in C
+        return True
+    return any(c.isprintable() and not c.isspace() and c not in _BLANK_LETTERS for c in text)
+
+
+def _refuse_surrogates(field: str, text: str) -> None:
+    # Refused here, not at send(): a lone surrogate cannot be encoded as UTF-8 at all.
+    if _SURROGATE.search(text):
+        raise ValidationError(
+            field, "contains a lone surrogate (\\ud800-\\udfff), which is not valid Unicode text"
+        )
+
+
 def _to_decimal(value: Decimal | str | int) -> Decimal:
-    if isinstance(value, bool | float):
+    if isinstance(value, bool):
         raise ValidationError(
             "amount",
-            f"{value!r} is a {type(value).__name__}, and money is never a float: pass "
+            f"{value!r} is a bool, not an amount: pass a Decimal such as Decimal('249.99') "
+            "or a string such as '249.99'",
+        )
+    if isinstance(value, float):
+        raise ValidationError(
+            "amount",
+            f"{value!r} is a float, and money is never a float: pass "
             f"Decimal({str(value)!r}) or the string {str(value)!r}",
         )
     if isinstance(value, Decimal):
         amount = value
-    elif isinstance(value, int | str):
+    elif isinstance(value, int):
+        amount = Decimal(value)
+    elif isinstance(value, str):
+        # Decimal() also takes spaces, underscores and any script's digits (' 12 ', '1_000',
+        # full-width or Arabic-Indic digits); an amount on the wire is plain ASCII, so one
+        # given in code must be too.
+        if not _PLAIN_NUMBER.fullmatch(value) and value.lower().lstrip("+-") not in _NON_FINITE:
+            raise ValidationError(
+                "amount",
+                f"{value!r} is not a decimal number written with ASCII digits, such as "
+                "'249.99' (no spaces, underscores or other digits)",
+            )
         try:
             amount = Decimal(value)
         except InvalidOperation:
@@ -114,11 +158,19 @@ def _to_timestamp(value: datetime) -> datetime:
             f"{value.isoformat()} has no timezone; pass an aware datetime such as "
             "datetime.now(timezone.utc)",
         )
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValidationError(
+            "timestamp", f"{value.isoformat()} is outside the years 1-9999 once converted to UTC"
+        ) from None
 
 
 def _to_note(value: str | None) -> str | None:
-    if value is None or isinstance(value, str):
+    if value is None:
+        return value
+    if isinstance(value, str):
+        _refuse_surrogates("note", value)
         return value
     raise ValidationError("note", f"must be a string or None, got {type(value).__name__}")
 
@@ -180,9 +232,9 @@ class PaymentEvent:
     def __attrs_post_init__(self) -> None:
         # Amount rules depend on the currency, so they run once both fields are converted.
         places = MINOR_UNITS[self.currency]
-        quantum = Decimal(1).scaleb(-places)
+        quantum = Decimal(1).scaleb(-places, _EXACT)
         try:
-            exact = self.amount.quantize(quantum)
+            exact = self.amount.quantize(quantum, context=_EXACT)
         except InvalidOperation:
             exact = None
         if exact is None or exact != self.amount:

@@ -22,7 +22,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 
-from paykafka._errors import SecurityError, TlsError, security_error
+from paykafka._errors import ConfigError, SecurityError, TlsError, security_error
 from paykafka._settings import Settings
 
 __all__ = [
@@ -185,7 +185,8 @@ def tls_context(ca_location: str, variable: str) -> ssl.SSLContext:
 
 
 def client_creation_error(settings: Settings, exc: KafkaException) -> Exception:
-    """Why librdkafka refused to create a client: an unreadable CA file becomes a TlsError."""
+    """Why librdkafka refused to create a client: an unreadable CA file becomes a TlsError,
+    any other refused option (an unknown key, a bad value) a one-line ConfigError."""
     err = exc.args[0] if exc.args else None
     text = err.str() if err is not None and hasattr(err, "str") else str(exc)
     if "ssl.ca.location" in text:
@@ -195,7 +196,10 @@ def client_creation_error(settings: Settings, exc: KafkaException) -> Exception:
             ca_location=settings.ssl_ca_location,
             code=err.name() if err is not None and hasattr(err, "name") else None,
         )
-    return exc
+    return ConfigError(
+        f"librdkafka refused the client settings: {text}; check PAYKAFKA_KAFKA_OPTIONS and the "
+        "client's own kafka_options="
+    )
 
 
 def plaintext_against_tls(settings: Settings) -> TlsError | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import struct
 import threading
 from collections.abc import Callable
@@ -37,12 +38,19 @@ from paykafka._schema import PaymentSchema
 __all__ = ["MAGIC_BYTE", "EventDeserializer", "EventSerializer", "frame_header", "split_frame"]
 
 MAGIC_BYTE = 0
+log = logging.getLogger(__name__)
+
 _HEADER = struct.Struct(">bI")
 _HEADER_SIZE = _HEADER.size
 _MAX_SCHEMA_ID = 2**31 - 1
 # What the specialised codec may raise on bytes or values it does not expect: the record then
 # takes the generic path, which gives it its proper result or error.
 _FAST_PATH_MISSES = (ValueError, IndexError, OverflowError, TypeError, AttributeError)
+
+
+def _missed(what: str, exc: Exception) -> None:
+    # DEBUG only: garbage bytes raise here by design; the count is what shows a codec bug.
+    log.debug("fast %s path raised %s: %s; taking the generic path", what, type(exc).__name__, exc)
 
 
 def frame_header(schema_id: int) -> bytes:
@@ -73,6 +81,9 @@ class EventSerializer:
 
     Events go through the specialised encoder of :mod:`paykafka._codec` when the schema has a
     shape it knows (the same bytes, several times faster); anything else through fastavro.
+    ``fast_path_misses`` counts events the specialised encoder had but did not write (it
+    raised or gave up): the result is still right, but on valid events it should stay 0, and
+    a count that grows points at a codec bug rather than at the data.
     """
 
     def __init__(self, schema: PaymentSchema, schema_id: int) -> None:
@@ -80,16 +91,19 @@ class EventSerializer:
         self._parsed = schema.parsed
         self.schema_id = schema_id
         self._fast = build_encoder(schema.parsed, self._header)
+        self.fast_path_misses = 0
 
     def __call__(self, event: PaymentEvent) -> bytes:
         fast = self._fast
         if fast is not None:
             try:
                 data = fast(event)
-            except _FAST_PATH_MISSES:
+            except _FAST_PATH_MISSES as exc:
+                _missed("encode", exc)
                 data = None
             if data is not None:
                 return data
+            self.fast_path_misses += 1
         return self._generic(event)
 
     def _generic(self, event: PaymentEvent) -> bytes:
@@ -115,6 +129,8 @@ class EventDeserializer:
     ``schema_for_id`` returns the writer schema text for an id (normally
     ``RegistryClient.schema_by_id``); each id is resolved once and cached, together with the
     specialised decoder of :mod:`paykafka._codec` when the writer schema has a shape it knows.
+    ``fast_path_misses`` counts records that decoder had but handed to the generic path (it
+    raised, or the record was not clearly valid): expected for bad records, 0 for valid ones.
     """
 
     def __init__(self, reader: PaymentSchema, schema_for_id: Callable[[int], str]) -> None:
@@ -125,6 +141,7 @@ class EventDeserializer:
         # Keyed by the four id bytes of the frame, so the hot path never unpacks the header.
         self._fast: dict[bytes, tuple[int, Decoder]] = {}
         self._lock = threading.Lock()
+        self.fast_path_misses = 0
 
     def __call__(self, data: bytes | None) -> PaymentEvent:
         return self.decode(data)[1]
@@ -136,10 +153,12 @@ class EventDeserializer:
             if fast is not None:
                 try:
                     event = fast[1](data)
-                except _FAST_PATH_MISSES:
+                except _FAST_PATH_MISSES as exc:
+                    _missed("decode", exc)
                     event = None
                 if event is not None:
                     return fast[0], event
+                self.fast_path_misses += 1
         schema_id, record = self.decode_record(data)
         try:
             return schema_id, PaymentEvent.from_dict(record)

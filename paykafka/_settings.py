@@ -47,13 +47,25 @@ CompatibilityLevel = Literal[
 ]
 _LEVELS: frozenset[str] = frozenset(CompatibilityLevel.__args__)  # type: ignore[attr-defined]
 
+_ISOLATION_LEVELS = frozenset({"read_committed", "read_uncommitted"})
+
 _ENV_PREFIX = "PAYKAFKA_"
 _RDKAFKA_LOG = logging.getLogger("paykafka.librdkafka")
 _T = TypeVar("_T")
 
-# Keys the library owns: a passthrough option may not silently undo a delivery guarantee.
-_PROTECTED_PRODUCER_KEYS = frozenset({"enable.idempotence", "acks", "on_delivery"})
+# Keys the library owns: a passthrough option may not silently undo a delivery guarantee
+# (delivery.report.only.error would leave every delivered event's future waiting forever).
+_PROTECTED_PRODUCER_KEYS = frozenset(
+    {"enable.idempotence", "acks", "on_delivery", "delivery.report.only.error"}
+)
 _PROTECTED_CONSUMER_KEYS = frozenset({"enable.auto.commit", "enable.auto.offset.store"})
+# A processor reading uncommitted inputs would commit outputs of inputs that were aborted.
+_PROTECTED_PROCESSOR_KEYS = _PROTECTED_CONSUMER_KEYS | {"isolation.level"}
+_PROTECTED_TRANSACTIONAL_KEYS = _PROTECTED_PRODUCER_KEYS | {"transactional.id"}
+# librdkafka's other names for protected keys; any key may also carry a "topic." prefix, or
+# sit in a "default.topic.config" mapping.
+_KEY_ALIASES = {"request.required.acks": "acks", "auto.commit.enable": "enable.auto.commit"}
+_TOPIC_CONFIG = "default.topic.config"
 
 
 def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -86,6 +98,14 @@ def _registry_url(_inst: object, _attribute: attrs.Attribute[Any], value: str) -
         raise ConfigError(
             f"registry_url must start with http:// or https://, got {value!r} "
             "(set PAYKAFKA_REGISTRY_URL)"
+        )
+
+
+def _isolation(_inst: object, _attribute: attrs.Attribute[Any], value: str) -> None:
+    if value not in _ISOLATION_LEVELS:
+        raise ConfigError(
+            f"isolation_level must be read_committed or read_uncommitted, got {value!r} "
+            "(set PAYKAFKA_ISOLATION_LEVEL)"
         )
 
 
@@ -186,6 +206,19 @@ class Settings:
     schema_cache_dir: Path | None = attrs.field(default=None, converter=_optional_path)
     #: Dead-letter topic for records a tracker cannot decode or handle. ``PAYKAFKA_DLQ_TOPIC``.
     dlq_topic: str = attrs.field(default="payments.dlq", validator=_nonempty)
+    #: What trackers read: ``read_committed`` (the default) hides records of aborted Kafka
+    #: transactions and holds back those of open ones until they commit; ``read_uncommitted``
+    #: shows everything at once, aborted duplicates included. ``PAYKAFKA_ISOLATION_LEVEL``.
+    isolation_level: str = attrs.field(default="read_committed", validator=_isolation)
+    #: Most input events a :class:`~paykafka.PaymentProcessor` handles in one transaction.
+    #: ``PAYKAFKA_TRANSACTION_BATCH_SIZE``.
+    transaction_batch_size: int = attrs.field(default=1000, converter=int, validator=_positive)
+    #: Milliseconds a processor waits, after the first input of a batch, for more before it
+    #: commits: an upper bound on the latency batching adds. ``PAYKAFKA_TRANSACTION_BATCH_MS``.
+    transaction_batch_ms: int = attrs.field(default=100, converter=int, validator=_positive)
+    #: A processor's transactional id: unique per running instance and the same after its
+    #: restart; ``<group_id>-<hostname>`` when unset. ``PAYKAFKA_TRANSACTIONAL_ID``.
+    transactional_id: str | None = None
     #: Client id shown in broker logs and metrics. ``PAYKAFKA_CLIENT_ID``.
     client_id: str = "paykafka"
     #: ``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``. ``PAYKAFKA_SECURITY_PROTOCOL``.
@@ -201,6 +234,18 @@ class Settings:
     #: Any other librdkafka settings, passed through (values never shown, they may hold
     #: secrets). ``PAYKAFKA_KAFKA_OPTIONS`` (JSON object).
     kafka_options: Mapping[str, str] = attrs.field(factory=dict, converter=_str_map, repr=False)
+    #: Trace each send and each handler call with OpenTelemetry (needs ``paykafka[otel]``);
+    #: trace context travels in a ``traceparent`` header. ``PAYKAFKA_TRACING``.
+    tracing: bool = False
+    #: Count events, time deliveries and handlers, export consumer lag in prometheus-client's
+    #: default registry (needs ``paykafka[prometheus]``). ``PAYKAFKA_METRICS``.
+    metrics: bool = False
+    #: Serve the metrics on ``http://<metrics_host>:<port>/metrics`` (turns metrics on); off
+    #: when unset. ``PAYKAFKA_METRICS_PORT``.
+    metrics_port: int | None = attrs.field(default=None, converter=attrs.converters.optional(int))
+    #: Address the metrics endpoint listens on; ``0.0.0.0`` to be scraped from other hosts.
+    #: ``PAYKAFKA_METRICS_HOST``.
+    metrics_host: str = "127.0.0.1"
 
     @property
     def subject(self) -> str:
@@ -249,11 +294,15 @@ class Settings:
         conf.update({k: v for k, v in optional.items() if v is not None})
         return conf
 
-    def producer_config(self, **library: Any) -> dict[str, Any]:
+    def producer_config(
+        self, overrides: Mapping[str, Any] | None = None, /, **library: Any
+    ) -> dict[str, Any]:
         """librdkafka producer config: safe defaults, then passthrough, then ``library`` keys.
 
         Defaults: ``acks=all`` and idempotence so a retry never duplicates or reorders one
         user's payments, and compression because payment records compress well.
+        ``overrides`` (a client's ``kafka_overrides=``) go on top of ``kafka_options``, under
+        the same rule: neither may set a key the guarantees rest on.
         """
         conf = self._client_config()
         conf.update(
@@ -264,11 +313,13 @@ class Settings:
                 "linger.ms": 5,
             }
         )
-        conf.update(self._passthrough(_PROTECTED_PRODUCER_KEYS))
+        conf.update(self._passthrough(_PROTECTED_PRODUCER_KEYS, overrides))
         conf.update(library)
         return conf
 
-    def consumer_config(self, **library: Any) -> dict[str, Any]:
+    def consumer_config(
+        self, overrides: Mapping[str, Any] | None = None, /, **library: Any
+    ) -> dict[str, Any]:
         """librdkafka consumer config for at-least-once tracking.
 
         Offsets are *stored* by paykafka only after an event was handled; librdkafka commits
@@ -284,9 +335,45 @@ class Settings:
                 # A new group starts at the oldest event: for payments, missing the events
                 # written before the first tracker started is worse than reading them.
                 "auto.offset.reset": "earliest",
+                "isolation.level": self.isolation_level,
             }
         )
-        conf.update(self._passthrough(_PROTECTED_CONSUMER_KEYS))
+        conf.update(self._passthrough(_PROTECTED_CONSUMER_KEYS, overrides))
+        conf.update(library)
+        return conf
+
+    def transactional_producer_config(
+        self,
+        transactional_id: str,
+        overrides: Mapping[str, Any] | None = None,
+        /,
+        **library: Any,
+    ) -> dict[str, Any]:
+        """librdkafka producer config of a processor: the safe defaults plus a transactional id
+        (a commit flushes the transaction's records at once, so linger adds no latency there)."""
+        # Refuses a passthrough transactional.id (kafka_options or the client's overrides).
+        self._passthrough(_PROTECTED_TRANSACTIONAL_KEYS, overrides)
+        conf = self.producer_config(overrides)
+        conf["transactional.id"] = transactional_id
+        conf.update(library)
+        return conf
+
+    def processor_consumer_config(
+        self, overrides: Mapping[str, Any] | None = None, /, **library: Any
+    ) -> dict[str, Any]:
+        """librdkafka consumer config of a processor: offsets are committed only by its
+        transactions, and only committed inputs are read, whatever ``isolation_level`` says."""
+        conf = self._client_config()
+        conf.update(
+            {
+                "group.id": self.group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+            }
+        )
+        conf.update(self._passthrough(_PROTECTED_PROCESSOR_KEYS, overrides))
         conf.update(library)
         return conf
 
@@ -297,14 +384,35 @@ class Settings:
         conf.update(library)
         return conf
 
-    def _passthrough(self, protected: frozenset[str]) -> dict[str, str]:
-        clash = protected & set(self.kafka_options)
-        if clash:
-            raise ConfigError(
-                f"kafka_options may not set {', '.join(sorted(clash))}: paykafka owns these to "
-                "keep its delivery guarantees; remove them from PAYKAFKA_KAFKA_OPTIONS"
-            )
-        return dict(self.kafka_options)
+    def _passthrough(
+        self, protected: frozenset[str], overrides: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        _refuse_protected(self.kafka_options, protected, "kafka_options (PAYKAFKA_KAFKA_OPTIONS)")
+        _refuse_protected(overrides or {}, protected, "the client's own kafka_options=")
+        return {**self.kafka_options, **(overrides or {})}
+
+
+def _refuse_protected(options: Mapping[str, Any], protected: frozenset[str], source: str) -> None:
+    """The one rule for passthrough librdkafka keys: none may name a protected key.
+
+    Keys are compared by what librdkafka makes of them (alias, ``topic.`` prefix, nested
+    ``default.topic.config``), so ``request.required.acks=1`` cannot stand in for ``acks=1``.
+    """
+    keys = list(options)
+    nested = options.get(_TOPIC_CONFIG)
+    if isinstance(nested, Mapping):
+        keys += list(nested)
+    clash = sorted({str(k) for k in keys if _canonical_key(str(k)) in protected})
+    if clash:
+        raise ConfigError(
+            f"{source} may not set {', '.join(clash)}: paykafka owns these to keep its "
+            "delivery guarantees; remove them"
+        )
+
+
+def _canonical_key(key: str) -> str:
+    key = key.strip().removeprefix("topic.")
+    return _KEY_ALIASES.get(key, key)
 
 
 _SECRET_FIELDS = frozenset(f.name for f in attrs.fields(Settings) if not f.repr)
@@ -338,6 +446,10 @@ def _as_level(raw: str) -> str:
     return raw.strip().upper()
 
 
+def _as_isolation(raw: str) -> str:
+    return raw.strip().lower()
+
+
 _ENV_PARSERS: dict[str, Callable[[str], Any]] = {
     "auto_register": _as_bool,
     "registry_timeout": float,
@@ -347,4 +459,10 @@ _ENV_PARSERS: dict[str, Callable[[str], Any]] = {
     "create_topic": _as_bool,
     "topic_partitions": int,
     "topic_replication_factor": int,
+    "tracing": _as_bool,
+    "metrics": _as_bool,
+    "metrics_port": int,
+    "isolation_level": _as_isolation,
+    "transaction_batch_size": int,
+    "transaction_batch_ms": int,
 }

@@ -2,8 +2,8 @@
 
 import json
 import uuid
-from datetime import UTC, datetime, timedelta, timezone
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from decimal import Decimal, Inexact, localcontext
 
 import attrs
 import pytest
@@ -83,7 +83,7 @@ def test_timestamp_normalised_to_utc() -> None:
         ("amount", "-5", "greater than zero"),
         ("amount", "NaN", "not a finite number"),
         ("amount", "abc", "not a decimal number"),
-        ("amount", True, "never a float"),
+        ("amount", True, "is a bool, not an amount"),
         ("amount", "100000000000000", "14 integer digits"),
         ("currency", "pln", "did you mean 'PLN'"),
         ("currency", "XYZ", "not an ISO 4217"),
@@ -134,7 +134,9 @@ currencies = st.sampled_from(sorted(MINOR_UNITS))
 @given(
     currency=currencies,
     units=st.integers(min_value=1, max_value=10**13),
-    user=st.text(min_size=1, max_size=40).filter(lambda s: s.strip() != ""),
+    user=st.text(min_size=1, max_size=40).filter(
+        lambda s: any(c.isascii() and c.isalnum() for c in s)
+    ),
     method=st.sampled_from(list(PaymentMethod)),
 )
 def test_valid_events_round_trip_through_dict(
@@ -165,6 +167,170 @@ def test_amount_is_valid_exactly_when_rules_allow(currency: str, amount: Decimal
         with pytest.raises(ValidationError) as info:
             make(amount=amount, currency=currency)
         assert info.value.field == "amount"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "needle"),
+    [
+        ("amount", " 12.50 ", "ASCII digits"),
+        ("amount", "12.50\n", "ASCII digits"),
+        ("amount", "1_000", "ASCII digits"),
+        ("amount", "\u0661\u0662.\u0665\u0660", "ASCII digits"),  # Arabic-Indic 12.50
+        ("amount", "\uff11\uff12", "ASCII digits"),  # full-width 12
+        ("user", "\u200b", "invisible"),
+        ("user", " \u200b\u2060\ufeff ", "invisible"),
+        ("user", "\u3164", "invisible"),  # Hangul filler: a letter that shows nothing
+        ("user", "marek\ud800", "lone surrogate"),
+        ("note", "\udfffnote", "lone surrogate"),
+        ("timestamp", datetime.min.replace(tzinfo=timezone(timedelta(hours=1))), "years 1-9999"),
+        ("timestamp", datetime.max.replace(tzinfo=timezone(timedelta(hours=-1))), "years 1-9999"),
+    ],
+)
+def test_values_decimal_or_str_would_take_are_refused(
+    field: str, value: object, needle: str
+) -> None:
+    """Looser inputs Python accepts (spaces, other digits, invisible users) are refused."""
+    with pytest.raises(ValidationError) as info:
+        make(**{field: value})
+    assert info.value.field == field
+    assert needle in str(info.value)
+
+
+def test_visible_text_around_invisible_characters_is_a_user() -> None:
+    """Invisible characters are fine next to visible ones; only an all-blank user is refused."""
+    assert make(user="marek\u200b").user == "marek\u200b"
+    assert make(user="\u0645\u0627\u0631\u0643").user == "\u0645\u0627\u0631\u0643"
+
+
+def test_validation_ignores_the_callers_decimal_context() -> None:
+    """A caller's 5-digit decimal context changes nothing: 12345.67 PLN stays valid."""
+    with localcontext() as ctx:
+        ctx.prec = 5
+        ctx.traps[Inexact] = True
+        event = make(amount="12345.67")
+        decoded = PaymentEvent.from_dict({**event.to_dict(), "amount": Decimal("12345.6700")})
+    assert event.amount == decoded.amount == Decimal("12345.67")
+
+
+def test_currency_table_holds_funds_but_no_metals_or_test_codes() -> None:
+    """The table matches its docstring: fund codes in, metals and testing codes out."""
+    funds = {"BOV": 2, "CHE": 2, "CHW": 2, "CLF": 4, "COU": 2, "MXV": 2, "USN": 2, "UYI": 0}
+    assert {code: MINOR_UNITS.get(code) for code in funds} == funds
+    assert MINOR_UNITS["UYW"] == 4
+    assert not {"XAU", "XAG", "XPT", "XPD", "XDR", "XTS", "XXX", "XSU", "XUA"} & MINOR_UNITS.keys()
+    assert (MINOR_UNITS["JPY"], MINOR_UNITS["PLN"], MINOR_UNITS["KWD"]) == (0, 2, 3)
+
+
+class _NoOffset(tzinfo):
+    """A tzinfo that does not know its offset: as naive as no tzinfo at all."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+    def dst(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+    def tzname(self, dt: datetime | None) -> str | None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("note", 42, "invalid note: must be a string or None, got int"),
+        ("timestamp", "2026-01-01", "invalid timestamp: must be a datetime, got str"),
+        (
+            "currency",
+            42,
+            "invalid currency: 42 is not an ISO 4217 currency code (e.g. 'PLN', 'EUR')",
+        ),
+        (
+            "amount",
+            True,
+            (
+                "invalid amount: True is a bool, not an amount: pass a Decimal such as "
+                "Decimal('249.99') or a string such as '249.99'"
+            ),
+        ),
+        (
+            "amount",
+            2.5,
+            (
+                "invalid amount: 2.5 is a float, and money is never a float: "
+                "pass Decimal('2.5') or the string '2.5'"
+            ),
+        ),
+    ],
+)
+def test_messages_say_exactly_what_to_do(field: str, value: object, message: str) -> None:
+    """The whole message, for the values people get wrong most."""
+    with pytest.raises(ValidationError) as info:
+        make(**{field: value})
+    assert info.value.field == field
+    assert str(info.value) == message
+
+
+def test_a_timezone_without_an_offset_is_refused() -> None:
+    """A tzinfo whose utcoffset() is None is no timezone: refused like a naive datetime."""
+    with pytest.raises(ValidationError, match="no timezone"):
+        make(timestamp=datetime(2026, 1, 1, tzinfo=_NoOffset()))
+
+
+def test_an_unknown_method_lists_the_known_ones() -> None:
+    """The method error names every symbol it would accept."""
+    with pytest.raises(ValidationError) as info:
+        make(method="cheque")
+    assert ", ".join(m.value for m in PaymentMethod) in str(info.value)
+    assert "credit_card, debit_card, " in str(info.value)
+
+
+def test_from_dict_says_the_field_is_missing() -> None:
+    """A record without a field: the field is named and the message says it is missing."""
+    record = make().to_dict()
+    del record["user"]
+    with pytest.raises(ValidationError, match="invalid user: is missing from the record"):
+        PaymentEvent.from_dict(record)
+
+
+def test_json_carries_the_note_only_when_set() -> None:
+    """to_json adds "note" when the event has one, after the tutorial's keys."""
+    assert json.loads(make(note="invoice 7").to_json())["note"] == "invoice 7"
+    assert "note" not in json.loads(make().to_json())
+
+
+_TRUSTED = {
+    "payment_id": uuid.UUID(int=7),
+    "user": "marek",
+    "units": 2499900,
+    "scale": 4,
+    "currency": "PLN",
+    "method": PaymentMethod.BLIK,
+    "timestamp": datetime(2026, 1, 1, tzinfo=UTC),
+    "extras": {},
+}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"timestamp": datetime(2026, 1, 1, tzinfo=timezone(timedelta(0), "Z"))},  # not UTC itself
+        {"method": "blik"},
+        {"payment_id": "00000000-0000-0000-0000-000000000007"},
+        {"scale": 1},  # fewer places on the wire than PLN has
+        {"units": 10**18},  # exactly 10^14 PLN: one past the schema's 14 integer digits
+        {"units": 0},
+        {"units": 2499901},  # 249.9901 PLN: too many places
+    ],
+)
+def test_the_trusted_constructor_steps_aside_when_unsure(change: dict[str, object]) -> None:
+    """_trusted returns None (the caller then goes through from_dict) for anything unusual."""
+    assert PaymentEvent._trusted(**{**_TRUSTED, **change}) is None  # type: ignore[arg-type]
+    assert PaymentEvent._trusted(**_TRUSTED) == make(  # type: ignore[arg-type]
+        payment_id=uuid.UUID(int=7),
+        amount="249.99",
+        method="blik",
+        timestamp=datetime(2026, 1, 1, tzinfo=UTC),
+    )
 
 
 @attrs.frozen(kw_only=True)

@@ -57,7 +57,7 @@ _anything_else = st.none() | st.integers() | st.binary(max_size=8) | st.lists(st
 INVALID: dict[str, st.SearchStrategy[Any]] = {
     "payment_id": st.text(max_size=40).filter(_not_a_uuid) | _anything_else,
     "user": (
-        st.text(alphabet=" \t\n\r\x0b\x0c", max_size=5)
+        st.text(alphabet=" \t\n\r\x0b\x0c\u200b\u2060\ufeff\u3164", max_size=5)
         | st.text(min_size=257, max_size=300)
         | _anything_else
     ),
@@ -126,7 +126,11 @@ def valid_events(draw: st.DrawFn) -> PaymentEvent:
     units = draw(st.integers(min_value=1, max_value=10**13))
     return PaymentEvent(
         payment_id=draw(st.uuids()),
-        user=draw(st.text(min_size=1, max_size=60).filter(lambda s: s.strip() != "")),
+        user=draw(
+            st.text(min_size=1, max_size=60).filter(
+                lambda s: any(c.isascii() and c.isalnum() for c in s)
+            )
+        ),
         amount=Decimal(units).scaleb(-MINOR_UNITS[currency]),
         currency=currency,
         method=draw(st.sampled_from(list(PaymentMethod))),

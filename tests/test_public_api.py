@@ -3,6 +3,7 @@
 import types
 
 import paykafka
+import paykafka.aio
 
 
 def test_all_matches_public_names() -> None:
@@ -35,3 +36,14 @@ def test_errors_share_one_root() -> None:
 def test_version_is_a_string() -> None:
     """The version comes from the one version module and looks like a version."""
     assert paykafka.__version__.count(".") == 2
+
+
+def test_aio_all_matches_public_names() -> None:
+    """paykafka.aio exposes exactly its __all__, sorted."""
+    public = {
+        name
+        for name, value in vars(paykafka.aio).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert public == set(paykafka.aio.__all__)
+    assert list(paykafka.aio.__all__) == sorted(paykafka.aio.__all__)

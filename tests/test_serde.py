@@ -4,7 +4,7 @@ import contextlib
 import io
 import json
 import struct
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import fastavro
 import pytest
@@ -133,12 +133,14 @@ def _evolved(extra_field: bool, extra_symbol: bool) -> str:
     raw = json.loads(SCHEMA.text)
     if extra_field:
         raw["fields"].append(
-            {"name": "note", "type": ["null", "string"], "default": None, "doc": "free text"}
+            {"name": "channel", "type": ["null", "string"], "default": None, "doc": "free text"}
         )
     if extra_symbol:
         for f in raw["fields"]:
             if f["name"] == "method":
                 f["type"]["symbols"] = [*f["type"]["symbols"], "crypto"]
+    names = [f["name"] for f in raw["fields"]]
+    assert len(names) == len(set(names)), names
     return json.dumps(raw)
 
 
@@ -147,11 +149,12 @@ def test_newer_writer_schema_resolves_onto_ours() -> None:
     newer = parse_schema_text(_evolved(extra_field=True, extra_symbol=True))
     buf = io.BytesIO()
     buf.write(frame_header(8))
-    record = dict(EVENT.to_dict(), note="hello", method="crypto")
+    record = dict(EVENT.to_dict(), note="hello", channel="web", method="crypto")
     fastavro.schemaless_writer(buf, newer.parsed, record)
     event = deserializer({8: newer.text})(buf.getvalue())
     assert event.payment_id == EVENT.payment_id
     assert event.method == "other"  # the enum default for symbols this reader does not know
+    assert event.note == "hello"
 
 
 @settings(max_examples=500)
@@ -168,3 +171,18 @@ def test_arbitrary_bodies_behind_a_valid_header_only_raise_decode_error(body: by
     """Hypothesis: a known schema id followed by random bytes never escapes as another error."""
     with contextlib.suppress(DecodeError):
         deserializer()(frame_header(7) + body)
+
+
+def test_decoding_ignores_the_callers_decimal_context() -> None:
+    """Under a 5-digit context 12345.67 PLN decodes on both paths, never as invalid_event."""
+    event = PaymentEvent(user="marek", amount="12345.67", currency="PLN", method="blik")
+    data = EventSerializer(SCHEMA, 7)(event)
+    fast, generic = deserializer(), deserializer()
+    fast(data)
+    generic._fast.clear()  # only the generic path (fastavro + from_dict) is left
+    generic._resolved[7] = deserializer()._resolve(7)
+    with localcontext() as ctx:
+        ctx.prec = 5
+        assert fast(data) == event
+        assert generic.decode_record(data)[1]["amount"] == Decimal("12345.6700")
+        assert generic(data) == event

@@ -111,11 +111,32 @@ def test_consumer_config_stores_offsets_manually() -> None:
     assert conf["enable.auto.offset.store"] is False
 
 
-@pytest.mark.parametrize("key", ["enable.idempotence", "acks"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "enable.idempotence",
+        "acks",
+        "request.required.acks",
+        "topic.acks",
+        "topic.request.required.acks",
+        "delivery.report.only.error",
+    ],
+)
 def test_passthrough_cannot_weaken_delivery(key: str) -> None:
     """kafka_options may not override the keys that carry the delivery guarantee."""
     with pytest.raises(ConfigError, match=key):
         Settings(kafka_options={key: "0"}).producer_config()
+
+
+@pytest.mark.parametrize(
+    "options", [{"enable.auto.commit": "true"}, {"auto.commit.enable": "true"}]
+)
+def test_overrides_cannot_weaken_tracking_either(options: dict[str, str]) -> None:
+    """The consumer's protected keys are refused from kafka_options and from overrides."""
+    with pytest.raises(ConfigError, match="kafka_options"):
+        Settings(kafka_options=options).consumer_config()
+    with pytest.raises(ConfigError, match="the client's own kafka_options"):
+        Settings().consumer_config(options)
 
 
 def test_no_secret_logged_when_building_configs(caplog: pytest.LogCaptureFixture) -> None:
@@ -125,3 +146,17 @@ def test_no_secret_logged_when_building_configs(caplog: pytest.LogCaptureFixture
     s.producer_config()
     s.consumer_config()
     assert "pw-sasl-789" not in caplog.text
+
+
+def test_an_option_librdkafka_refuses_ends_a_command_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """PAYKAFKA_KAFKA_OPTIONS with a key librdkafka does not know: exit 2, one line, no trace."""
+    from paykafka._cli import main  # noqa: PLC0415 - only this test needs the CLI
+
+    monkeypatch.setenv("PAYKAFKA_KAFKA_OPTIONS", '{"no.such.option": "1"}')
+    assert main(["topics"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "librdkafka refused" in err
+    assert "no.such.option" in err

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from types import FrameType
 
-from paykafka._cli import _dlq_cmd, _ops_cmd, _schema_cmd, _stack_cmd
+from paykafka._cli import _dlq_cmd, _ops_cmd, _schema_cmd, _stack_cmd, _top_cmd
 from paykafka._cli._common import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (_stack_cmd, _schema_cmd, _ops_cmd, _dlq_cmd):
+    for module in (_stack_cmd, _schema_cmd, _ops_cmd, _dlq_cmd, _top_cmd):
         module.register(sub)
     return parser
 

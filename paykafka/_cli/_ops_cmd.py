@@ -144,6 +144,12 @@ def register(sub: Any) -> None:
         action="store_true",
         help="stop once every partition is read up to where it ended when reading began",
     )
+    events.add_argument(
+        "--read-committed",
+        action="store_true",
+        help="show only records of committed transactions, as trackers and processors read "
+        "(default: every record, aborted ones too, like the console consumer)",
+    )
     events.set_defaults(func=_events)
 
     lag = _parser(
@@ -473,7 +479,9 @@ def _events(args: argparse.Namespace) -> int:
     stopping = threading.Event()
     with RegistryClient(settings) as registry:
         decoder = EventDeserializer(load_schema(settings.schema_path), registry.schema_by_id)
-        with TopicReader(settings, decoder, timeout=args.timeout) as reader:
+        with TopicReader(
+            settings, decoder, timeout=args.timeout, read_committed=args.read_committed
+        ) as reader:
             reader.open(
                 from_beginning=args.from_beginning,
                 partition=args.partition,

@@ -110,7 +110,10 @@ class Stack:
             self._check_layout()
             missing = [n for n in self._component_names() if not self._is_running(n)]
             if missing:
-                self._start(missing)
+                try:
+                    self._start(missing)  # stops what it started when it fails
+                except OSError as exc:  # a full disk, a read-only or vanished state dir
+                    raise StackError(_os_error_message(exc, self.config.state_dir)) from None
             else:
                 self._wait_ready([], time.monotonic() + self.config.start_timeout)
             if self.config.secure:  # idempotent: also repairs an `up` cut short before it
@@ -316,7 +319,14 @@ class Stack:
         record = _process.spawn(
             name, argv, cwd=self.config.state_dir, output=output, env=env, ports=ports
         )
-        record.save(self._record_path(name))
+        try:
+            record.save(self._record_path(name))
+        except OSError as exc:
+            # A JVM nobody has a record of would hold its ports with `status` saying stopped.
+            _process.terminate(record, timeout=10.0)
+            raise StackError(
+                f"{name} was stopped again: {_os_error_message(exc, self.config.state_dir)}"
+            ) from None
         return record
 
     def _wait_ready(self, started: Sequence[ProcessRecord], deadline: float) -> None:
@@ -559,4 +569,12 @@ def _describe_layout(layout: dict[str, int]) -> str:
     return (
         f"{layout['brokers']} broker(s) from port {layout['kafka_port']}, "
         f"registry on {layout['registry_port']}{secured}"
+    )
+
+
+def _os_error_message(exc: OSError, state_dir: Path) -> str:
+    where = f" ({exc.filename})" if exc.filename else ""
+    return (
+        f"cannot write the stack's files in {state_dir}: {exc.strerror or exc}{where}; free "
+        "space there or choose another directory with --state-dir / PAYKAFKA_STACK_DIR"
     )

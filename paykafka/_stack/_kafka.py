@@ -51,6 +51,8 @@ _COMMON = {
     "background.threads": "4",
     "log.cleaner.threads": "1",
     "offsets.topic.num.partitions": "5",
+    # Its default of 50 partitions makes a processor's first init_transactions() wait seconds.
+    "transaction.state.log.num.partitions": "5",
     "group.initial.rebalance.delay.ms": "0",
     # A crashed node is fenced, and its partitions get new leaders, after 6 s instead of 9 s.
     "broker.session.timeout.ms": "6000",

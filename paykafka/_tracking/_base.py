@@ -8,7 +8,8 @@ Like httpx's ``BaseClient``: ``PaymentTracker`` (threads) and an asyncio tracker
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +17,8 @@ import attrs
 
 from paykafka._errors import ConfigError, DecodeError
 from paykafka._event import PaymentEvent
+from paykafka._observability import Telemetry, telemetry_for
+from paykafka._observability._telemetry import STATISTICS_INTERVAL_MS
 from paykafka._registry import RegistryClient
 from paykafka._schema import PaymentSchema
 from paykafka._settings import Settings, client_kafka_options
@@ -83,8 +86,11 @@ class TrackerBase:
         max_buffered: int | None = None,
         kafka_options: Mapping[str, Any] | None = None,
         kafka_overrides: dict[str, Any] | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
+        #: Traces and metrics, or ``None`` (the usual case: one ``is None`` test per record).
+        self._telemetry = telemetry_for(self.settings, telemetry)
         self._registry = registry
         self._owns_registry = registry is None
         self._schema = schema
@@ -126,6 +132,19 @@ class TrackerBase:
     def _consumer_config(self, **library: Any) -> dict[str, Any]:
         """The consumer settings every shell uses: offsets are committed by the shell, only
         up to the handled prefix the core computes, never by librdkafka on its own."""
+        telemetry = self._telemetry
+        if telemetry is not None and telemetry.wants_statistics:
+            # Lag for the metrics comes from librdkafka's statistics, not from admin calls.
+            group, topic, core = self.settings.group_id, self.settings.topic, self._core
+
+            def on_statistics(stats: str) -> None:
+                telemetry.statistics(group, stats)
+                # Sampled with the statistics, not per record: a gauge needs no more.
+                telemetry.in_flight(topic, group, core.in_flight)
+
+            library["stats_cb"] = on_statistics
+            if "statistics.interval.ms" not in self._overrides:
+                library["statistics.interval.ms"] = STATISTICS_INTERVAL_MS
         conf = self.settings.consumer_config(
             **{"enable.partition.eof": True, "enable.auto.commit": False},
             **library,
@@ -146,8 +165,40 @@ class TrackerBase:
                 exc,
             )
 
-    @staticmethod
-    def _log_handler_verdict(work: Work[Any], exc: BaseException, verdict: Verdict) -> None:
+    def _observed(self, work: Work[Any], event: PaymentEvent) -> AbstractContextManager[object]:
+        """Around one handler call when telemetry is on: the ``process`` span (continuing the
+        sender's trace from the record's headers) and the handler-duration timer."""
+        assert self._telemetry is not None
+        key = work.record.key()
+        return self._telemetry.handling(
+            topic=work.topic,
+            group=self.settings.group_id,
+            partition=work.partition,
+            offset=work.offset,
+            key=key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
+            event=event,
+            headers=work.record.headers(),
+        )
+
+    def _traced_call(
+        self, handler: Callable[[PaymentEvent], object], work: Work[Any], event: PaymentEvent
+    ) -> None:
+        """``handler(event)`` inside its span; counted as handled when it returns."""
+        with self._observed(work, event):
+            handler(event)
+        self._count_handled(work)
+
+    def _count_handled(self, work: Work[Any]) -> None:
+        if self._telemetry is not None:
+            self._telemetry.handled(work.topic, self.settings.group_id)
+
+    def _count_dead_letter(self, work: Work[Any], reason: str) -> None:
+        if self._telemetry is not None:
+            self._telemetry.dead_lettered(work.topic, self.settings.group_id, reason)
+
+    def _log_handler_verdict(self, work: Work[Any], exc: BaseException, verdict: Verdict) -> None:
+        if verdict is Verdict.RETRY and self._telemetry is not None:
+            self._telemetry.retried(work.topic, self.settings.group_id)
         if verdict is Verdict.RETRY:
             log.warning(
                 "handler failed on %s[%d]@%d (attempt %d): %r; retrying",

@@ -353,6 +353,7 @@ class PaymentTracker(TrackerBase):
         decode = self._decoder().decode
         limit = state.limit
         done: Work[Any] | None = None
+        telemetry = self._telemetry
         while not stop.is_set():
             now = monotonic()
             with cond:
@@ -384,7 +385,10 @@ class PaymentTracker(TrackerBase):
                         value = self._decoded(work)
                 if value is not None:
                     try:
-                        handler(value[1])  # type: ignore[index]
+                        if telemetry is None:
+                            handler(value[1])  # type: ignore[index]
+                        else:
+                            self._traced_call(handler, work, value[1])  # type: ignore[index]
                     except Exception as exc:  # noqa: BLE001 - the core decides what it means
                         self._handler_failed(work, value, exc)  # type: ignore[arg-type]
                     else:
@@ -502,7 +506,10 @@ class PaymentTracker(TrackerBase):
         if decoded is None:
             return False
         try:
-            handler(decoded[1])
+            if self._telemetry is None:
+                handler(decoded[1])
+            else:
+                self._traced_call(handler, work, decoded[1])
         except Exception as exc:  # noqa: BLE001 - the core decides what it means
             self._handler_failed(work, decoded, exc)
             return False
@@ -611,6 +618,7 @@ class PaymentTracker(TrackerBase):
             raise
         with self._cond:
             self._core.dead_lettered(work)
+        self._count_dead_letter(work, reason)
         del cause
 
     def _fetch(self, consumer: Consumer, timeout: float) -> None:

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from _outputs import read_ids
+
 from paykafka import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,3 +101,21 @@ def test_tracker_follows_until_ctrl_c_and_commits(topic_settings: Settings) -> N
         tracker.wait()
     again = run_example("tracker.py", topic_settings, "--until-end")
     assert again == [f"🟢 Consumer is running and subscribed to {topic_settings.topic} topic"]
+
+
+def test_router_routes_by_threshold_and_says_how_many(topic_settings: Settings) -> None:
+    """router.py routes the producer's 249.99 payments below --threshold 1000 to the cleared
+    topic and above --threshold 100 to the review topic, and prints what it did."""
+    run_example("producer.py", topic_settings, "--count", "3")
+    review, cleared = f"{topic_settings.topic}.review", f"{topic_settings.topic}.cleared"
+    flags = ["--review", review, "--cleared", cleared, "--until-end"]
+    lines = run_example("router.py", topic_settings, *flags, "--group", "r1")
+    assert lines == [
+        f"🔀 Routing {topic_settings.topic} -> {review} / {cleared} exactly once",
+        "✅ Routed 3 payments (0 dead-lettered)",
+    ]
+    assert sum(read_ids(topic_settings, [cleared], isolation="read_committed").values()) == 3
+    assert not read_ids(topic_settings, [review], isolation="read_committed")
+    lines = run_example("router.py", topic_settings, *flags, "--group", "r2", "--threshold", "100")
+    assert lines[-1] == "✅ Routed 3 payments (0 dead-lettered)"
+    assert sum(read_ids(topic_settings, [review], isolation="read_committed").values()) == 3

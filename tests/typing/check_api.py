@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any, assert_type
 
 import paykafka
+import paykafka.aio
 from paykafka.testing import RecordWaiter, TestStack
 
 
@@ -54,6 +55,24 @@ def check_tracker(settings: paykafka.Settings) -> None:
         assert_type(tracker.handled, int)
 
 
+def check_processor(settings: paykafka.Settings) -> None:
+    def route(event: paykafka.PaymentEvent) -> list[paykafka.Output]:
+        return [paykafka.Output("payments.review", event)]
+
+    def one(event: paykafka.PaymentEvent) -> paykafka.Output | None:
+        return None
+
+    with paykafka.PaymentProcessor(settings, output_topics=["payments.review"]) as processor:
+        assert_type(processor, paykafka.PaymentProcessor)
+        assert_type(processor.run(route, max_events=1), int)
+        assert_type(processor.run(one, idle_timeout=1.0), int)
+        assert_type(processor.transactions, tuple[int, int])
+    try:
+        processor.run(route)
+    except paykafka.FencedError as exc:
+        assert_type(exc.code, str | None)
+
+
 def check_errors() -> None:
     try:
         paykafka.Settings.from_env()
@@ -63,6 +82,30 @@ def check_errors() -> None:
         assert_type(exc.status, int | None)
     except paykafka.PayKafkaError as exc:
         assert_type(exc.retriable, bool)
+
+
+async def check_async_producer(settings: paykafka.Settings) -> None:
+    async with paykafka.aio.AsyncPaymentProducer(settings) as producer:
+        assert_type(producer, paykafka.aio.AsyncPaymentProducer)
+        event = paykafka.PaymentEvent(user="a", amount="1.00", currency="EUR", method="blik")
+        assert_type(await producer.send(event), paykafka.Delivery)
+        future = await producer.enqueue(event)
+        assert_type(future, paykafka.aio.DeliveryTask)
+        assert_type(await future, paykafka.Delivery)
+        await producer.flush(timeout=5)
+
+
+async def check_async_tracker(settings: paykafka.Settings) -> None:
+    async def handler(event: paykafka.PaymentEvent) -> None:
+        assert_type(event, paykafka.PaymentEvent)
+
+    async with paykafka.aio.AsyncPaymentTracker(settings, concurrency=8) as tracker:
+        assert_type(tracker, paykafka.aio.AsyncPaymentTracker)
+        async for event in tracker:
+            assert_type(event, paykafka.PaymentEvent)
+        async for record in tracker.records(max_records=1):
+            assert_type(record, paykafka.TrackedEvent)
+        assert_type(await tracker.run(handler, max_events=1), int)
 
 
 def check_testing_plugin(settings: paykafka.Settings) -> None:

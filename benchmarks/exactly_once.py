@@ -1,0 +1,386 @@
+"""The router three ways, same run: at-least-once, paykafka exactly-once, stock transactions.
+
+Routers (amounts above 1000 to one output topic, the rest to another):
+
+- ``at-least-once``: ``PaymentTracker.run`` with a ``PaymentProducer`` per output (no
+  transactions; outputs flushed when the run ends);
+- ``exactly-once``: ``PaymentProcessor.run`` at the default batching (Settings);
+- ``stock-eos``: the same processor hand-written with confluent-kafka: ``Consumer`` +
+  ``AvroDeserializer``, a transactional ``Producer`` + ``AvroSerializer``, the same batch size
+  and window, ``send_offsets_to_transaction`` with the group metadata.
+
+Each router runs in a subprocess of its own (so the measuring side shares no interpreter with
+it), on fresh topics. Throughput: a backlog of N inputs, timed from the router's first input to
+its last output committed (at-least-once: flushed). Latency: inputs sent at a steady rate,
+each stamped with the time it was sent; a read_committed reader of both outputs takes
+"seen - sent" per event, so it is what a downstream service waits, commit included.
+
+    .venv/bin/python -m benchmarks.exactly_once            # needs `paykafka stack up`
+    .venv/bin/python -m benchmarks.exactly_once --n 10000 --rate 1000 --seconds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import attrs
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported, not in __all__
+    AdminClient,
+    NewTopic,
+)
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from benchmarks._common import Row, make_events, render
+from paykafka import (
+    Output,
+    PaymentEvent,
+    PaymentProcessor,
+    PaymentProducer,
+    PaymentTracker,
+    RegistryClient,
+    Settings,
+    load_schema,
+)
+from paykafka._serde import EventDeserializer
+
+MODES = ("at-least-once", "exactly-once", "stock-eos")
+THRESHOLD = Decimal(1000)
+PARTITIONS = 3
+THROUGHPUT_TARGET = 0.6
+P99_TARGET_MS = 500.0
+
+
+def _topics(base: Settings, mode: str) -> tuple[Settings, str, str]:
+    name = f"bench-eos-{mode}-{uuid.uuid4().hex[:8]}"
+    review, cleared = f"{name}.review", f"{name}.cleared"
+    admin = AdminClient(base.admin_config())
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=PARTITIONS) for t in (name, review, cleared)]
+    )
+    for future in futures.values():
+        future.result(timeout=30)
+    settings = attrs.evolve(
+        base,
+        topic=name,
+        group_id=f"{name}-group",
+        dlq_topic=f"{name}.dlq",
+        transactional_id=f"{name}-tx",
+    )
+    return settings, review, cleared
+
+
+# -- the routers (run in a subprocess: `--serve MODE SETTINGS_JSON N`) -----------------------
+
+
+def _serve(mode: str, settings: Settings, review: str, cleared: str, n: int) -> dict[str, float]:
+    """Route until ``n`` inputs are done (``n`` = 0: until SIGTERM); returns the timing."""
+    first: list[float] = []
+    stop = threading.Event()
+
+    def pick(event: PaymentEvent) -> str:
+        if not first:
+            first.append(time.perf_counter())
+        return review if event.amount > THRESHOLD else cleared
+
+    def on_term(_sig: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    limit = n or None
+    if mode == "exactly-once":
+        with PaymentProcessor(settings, output_topics=[review, cleared]) as processor:
+            _on_stop(stop, processor.stop)
+            done = processor.run(
+                lambda e: Output(pick(e), e), max_events=limit, handle_signals=False
+            )
+    elif mode == "at-least-once":
+        producers = {
+            t: PaymentProducer(attrs.evolve(settings, topic=t)).start() for t in (review, cleared)
+        }
+        with PaymentTracker(settings) as tracker:
+            _on_stop(stop, tracker.stop)
+            done = tracker.run(
+                lambda e: producers[pick(e)].send(e), max_events=limit, handle_signals=False
+            )
+            for producer in producers.values():
+                producer.close()
+    else:
+        done = _stock_eos(settings, pick, limit, stop)
+    end = time.perf_counter()
+    return {"inputs": done, "seconds": end - (first[0] if first else end)}
+
+
+def _on_stop(stop: threading.Event, then: Any) -> None:
+    def wait() -> None:
+        stop.wait()
+        then()
+
+    threading.Thread(target=wait, daemon=True).start()
+
+
+def _stock_eos(settings: Settings, pick: Any, limit: int | None, stop: threading.Event) -> int:
+    """The router as a confluent-kafka user writes it: stock serde, a transaction per batch."""
+    registry = SchemaRegistryClient({"url": settings.registry_url})
+    schema = load_schema().text
+    deserialize = AvroDeserializer(registry, schema)
+    serialize = AvroSerializer(registry, schema)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": settings.group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "transactional.id": settings.transactional_id,
+            "compression.type": "zstd",
+            "linger.ms": 5,
+        }
+    )
+    producer.init_transactions(30)
+    consumer.subscribe([settings.topic])
+    size, window = settings.transaction_batch_size, settings.transaction_batch_ms / 1000
+    done = 0
+    try:
+        while not stop.is_set() and (limit is None or done < limit):
+            batch: list[Any] = []
+            deadline = None
+            while len(batch) < size:
+                if deadline is None:
+                    got = consumer.consume(size, 0) or consumer.consume(1, 0.2)
+                else:
+                    wait = deadline - time.monotonic()
+                    if wait <= 0:
+                        break
+                    got = consumer.consume(size - len(batch), wait)
+                got = [m for m in got if not m.error()]
+                batch += got
+                if deadline is None:
+                    if not batch:
+                        break
+                    deadline = time.monotonic() + window
+            if not batch:
+                continue
+            producer.begin_transaction()
+            last: dict[tuple[str, int], int] = {}
+            for msg in batch:
+                ctx = SerializationContext(msg.topic(), MessageField.VALUE)
+                event = PaymentEvent.from_dict(deserialize(msg.value(), ctx))
+                topic = pick(event)
+                value = serialize(event.to_dict(), SerializationContext(topic, MessageField.VALUE))
+                producer.produce(topic, value, event.user.encode())
+                last[(msg.topic(), msg.partition())] = msg.offset()
+            offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+            producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
+            producer.commit_transaction(30)
+            done += len(batch)
+    finally:
+        consumer.close()
+    return done
+
+
+# -- the measuring side --------------------------------------------------------------------
+
+
+def _spawn(mode: str, settings: Settings, review: str, cleared: str, n: int) -> Any:
+    payload = json.dumps(
+        {
+            "bootstrap_servers": settings.bootstrap_servers,
+            "registry_url": settings.registry_url,
+            "topic": settings.topic,
+            "group_id": settings.group_id,
+            "dlq_topic": settings.dlq_topic,
+            "transactional_id": settings.transactional_id,
+        }
+    )
+    return subprocess.Popen(  # noqa: S603 - our own module, our own interpreter
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.exactly_once",
+            "--serve",
+            mode,
+            payload,
+            review,
+            cleared,
+            str(n),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _send(settings: Settings, events: Sequence[PaymentEvent], rate: float | None) -> None:
+    with PaymentProducer(settings) as producer:
+        start = time.perf_counter()
+        for i, event in enumerate(events):
+            if rate is not None:
+                lag = start + i / rate - time.perf_counter()
+                if lag > 0:
+                    time.sleep(lag)
+                producer.send(attrs.evolve(event, timestamp=datetime.now(UTC)))
+            else:
+                producer.send(event)
+
+
+def throughput(base: Settings, mode: str, n: int) -> float:
+    """Events per second through the router of ``mode``, from a backlog of ``n``."""
+    settings, review, cleared = _topics(base, mode)
+    _send(settings, make_events(n), None)
+    proc = _spawn(mode, settings, review, cleared, n)
+    out, _ = proc.communicate(timeout=600)
+    result = json.loads(out.strip().splitlines()[-1])
+    return float(result["inputs"]) / float(result["seconds"])
+
+
+def latency(base: Settings, mode: str, rate: float, seconds: float) -> list[float]:
+    """End-to-end milliseconds (sent -> seen by a read_committed reader of the outputs)."""
+    settings, review, cleared = _topics(base, mode)
+    proc = _spawn(mode, settings, review, cleared, 0)
+    events = make_events(int(rate * seconds), seed=11)
+    seen: list[float] = []
+    reader_ready = threading.Event()
+    done = threading.Event()
+
+    def read() -> None:
+        consumer = Consumer(
+            settings.consumer_config(
+                **{"group.id": f"{settings.topic}-reader", "isolation.level": "read_committed"}
+            )
+        )
+        consumer.assign([TopicPartition(t, p, 0) for t in (review, cleared) for p in range(3)])
+        with RegistryClient(settings) as registry:
+            decode = EventDeserializer(load_schema(), registry.schema_by_id)
+            reader_ready.set()
+            while len(seen) < len(events) and not done.is_set():
+                # What is there now, else the first to arrive: consume(500, t) would hold
+                # every record back until 500 came or t passed, adding up to t to each.
+                for msg in consumer.consume(500, 0) or consumer.consume(1, 0.1):
+                    if msg.error() is None:
+                        now = datetime.now(UTC)
+                        sent = decode(msg.value()).timestamp
+                        seen.append((now - sent).total_seconds() * 1000)
+        consumer.close()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader_ready.wait(30)
+    # Warm-up: the router's group join and first transaction are not steady-state latency.
+    warm = make_events(50, seed=3)
+    _send(settings, warm, rate)
+    deadline = time.monotonic() + 60
+    while len(seen) < len(warm) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    seen.clear()
+    _send(settings, events, rate)
+    deadline = time.monotonic() + 60
+    while len(seen) < len(events) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    done.set()
+    reader.join(10)
+    proc.terminate()
+    proc.communicate(timeout=60)
+    return list(seen)
+
+
+def run(base: Settings, n: int, rate: float, seconds: float, rounds: int) -> list[Row]:
+    """Throughput and p99 of each router: ``rounds`` runs each, taking turns (the order
+    reversed every other round), best run of each kept, as in the rest of the suite."""
+    runs: dict[str, list[float]] = {mode: [] for mode in MODES}
+    p99s: dict[str, float] = {mode: float("inf") for mode in MODES}
+    p50s: dict[str, float] = {}
+    for r in range(rounds):
+        for mode in MODES if r % 2 == 0 else reversed(MODES):
+            runs[mode].append(throughput(base, mode, n))
+            ms = sorted(latency(base, mode, rate, seconds))
+            p99 = ms[int(len(ms) * 0.99) - 1] if ms else float("nan")
+            if p99 < p99s[mode]:
+                p99s[mode], p50s[mode] = p99, statistics.median(ms)
+    rates = {mode: max(values) for mode, values in runs.items()}
+    alo, eos, stock = rates["at-least-once"], rates["exactly-once"], rates["stock-eos"]
+    ratio = eos / alo
+    return [
+        Row(
+            group="router",
+            name="exactly-once vs at-least-once throughput",
+            unit="events/s",
+            stock=round(alo),
+            paykafka=round(eos),
+            ratio=round(ratio, 2),
+            target=f">= {THROUGHPUT_TARGET}x",
+            met=ratio >= THROUGHPUT_TARGET,
+            detail={
+                "n": n,
+                "note": "stock column = paykafka at-least-once (tracker + producer)",
+                "runs": {mode: [round(v) for v in values] for mode, values in runs.items()},
+            },
+        ),
+        Row(
+            group="router",
+            name="exactly-once vs stock confluent-kafka transactions",
+            unit="events/s",
+            stock=round(stock),
+            paykafka=round(eos),
+            ratio=round(eos / stock, 2),
+            detail={"n": n},
+        ),
+        *[
+            Row(
+                group="router",
+                name=f"{mode} end-to-end p99 at {rate:,.0f}/s",
+                unit="ms",
+                stock=None,
+                paykafka=round(p99s[mode], 1),
+                target=f"< {P99_TARGET_MS:.0f} ms" if mode == "exactly-once" else None,
+                met=p99s[mode] < P99_TARGET_MS if mode == "exactly-once" else None,
+                detail={"p50_ms": round(p50s[mode], 1), "events": int(rate * seconds)},
+            )
+            for mode in MODES
+        ],
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Measure and print the table (``--json`` for the rows)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.exactly_once")
+    parser.add_argument("--n", type=int, default=30_000, help="backlog for throughput")
+    parser.add_argument("--rate", type=float, default=2_000, help="events/s for latency")
+    parser.add_argument("--seconds", type=float, default=5.0, help="latency run length")
+    parser.add_argument("--rounds", type=int, default=2, help="runs per router, taking turns")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--serve", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        mode, payload, review, cleared, n = args.serve
+        settings = Settings(**json.loads(payload))
+        print(json.dumps(_serve(mode, settings, review, cleared, int(n))), flush=True)
+        return 0
+    rows = run(Settings.from_env(), args.n, args.rate, args.seconds, args.rounds)
+    if args.json:
+        print(json.dumps([r.as_json() for r in rows], indent=2, default=str))
+    else:
+        print(render(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,352 @@
+"""Prometheus metrics for producers, trackers and processors.
+
+Names follow Prometheus conventions (``_total`` counters, ``_seconds`` histograms); consumer lag
+is exported as ``kafka_consumergroup_lag{consumergroup,topic,partition}``, the name
+kafka_exporter uses, so existing Kafka dashboards and alerts work unchanged. Lag comes from
+librdkafka's own statistics (committed offset against the high watermark, per assigned
+partition), not from extra admin calls per event.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+import threading
+from typing import Any, ClassVar, NamedTuple
+
+from prometheus_client import REGISTRY, Gauge, start_http_server
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["Metrics", "serve"]
+
+log = logging.getLogger(__name__)
+
+# Delivery to a local broker takes milliseconds; across regions or in an outage, seconds.
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class _Cells:
+    """Numbers written per thread and summed when scraped.
+
+    Why not prometheus-client's own counters on the per-event paths: each ``inc()`` /
+    ``observe()`` takes a lock, and a payment pipeline makes five of them per event, a cost
+    comparable to producing and tracking the event itself. Here each thread adds into its own
+    list (no lock, no race: no other thread writes it) and a scrape sums the lists.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._shards: list[list[float]] = []
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def allocate(self, count: int) -> int:
+        with self._lock:
+            start, self._size = self._size, self._size + count
+            return start
+
+    def shard(self, needed: int) -> list[float]:
+        """This thread's list, at least ``needed`` long."""
+        cells: list[float] | None = getattr(self._local, "cells", None)
+        if cells is None:
+            cells = self._local.cells = []
+            with self._lock:
+                self._shards.append(cells)
+        if len(cells) < needed:
+            cells.extend([0.0] * (max(needed, self._size) - len(cells)))
+        return cells
+
+    def total(self, index: int) -> float:
+        with self._lock:
+            shards = list(self._shards)
+        return sum(cells[index] for cells in shards if index < len(cells))
+
+
+class FastCounter:
+    """One labelled counter series on :class:`_Cells`."""
+
+    __slots__ = ("_cells", "_index")
+
+    def __init__(self, cells: _Cells) -> None:
+        self._cells = cells
+        self._index = cells.allocate(1)
+
+    def inc(self, amount: float = 1.0) -> None:
+        i = self._index
+        self._cells.shard(i + 1)[i] += amount
+
+    def value(self) -> float:
+        return self._cells.total(self._index)
+
+
+class FastHistogram:
+    """One labelled histogram series on :class:`_Cells`: a cell per bucket, and the sum."""
+
+    __slots__ = ("_base", "_bounds", "_cells")
+
+    def __init__(self, cells: _Cells, bounds: tuple[float, ...]) -> None:
+        self._cells = cells
+        self._bounds = bounds
+        # One cell per bound, one for +Inf, one for the sum.
+        self._base = cells.allocate(len(bounds) + 2)
+
+    def observe(self, value: float) -> None:
+        base = self._base
+        cells = self._cells.shard(base + len(self._bounds) + 2)
+        cells[base + bisect.bisect_left(self._bounds, value)] += 1
+        cells[base + len(self._bounds) + 1] += value
+
+    def buckets(self) -> tuple[list[tuple[str, float]], float]:
+        """Cumulative (le, count) pairs ending with +Inf, and the sum."""
+        total = self._cells.total
+        cumulative, out = 0.0, []
+        for i, bound in enumerate((*self._bounds, float("inf"))):
+            cumulative += total(self._base + i)
+            out.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
+        return out, total(self._base + len(self._bounds) + 1)
+
+
+class _Family:
+    """A metric name with its labelled series, exported by :class:`_Collector`."""
+
+    def __init__(
+        self, cells: _Cells, kind: str, name: str, doc: str, labels: tuple[str, ...]
+    ) -> None:
+        self.cells, self.kind, self.name, self.doc, self.labels = cells, kind, name, doc, labels
+        self.series: dict[tuple[str, ...], FastCounter | FastHistogram] = {}
+        self._lock = threading.Lock()
+
+    def labels_(self, *values: str) -> Any:
+        found = self.series.get(values)
+        if found is None:
+            with self._lock:
+                found = self.series.get(values)
+                if found is None:
+                    found = self.series[values] = (
+                        FastCounter(self.cells)
+                        if self.kind == "counter"
+                        else FastHistogram(self.cells, _LATENCY_BUCKETS)
+                    )
+        return found
+
+    def family(self) -> Any:
+        if self.kind == "counter":
+            counters = CounterMetricFamily(self.name, self.doc, labels=self.labels)
+            for values, series in list(self.series.items()):
+                assert isinstance(series, FastCounter)
+                counters.add_metric(list(values), series.value())
+            return counters
+        histograms = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
+        for values, series in list(self.series.items()):
+            assert isinstance(series, FastHistogram)
+            buckets, total = series.buckets()
+            histograms.add_metric(list(values), buckets, total)
+        return histograms
+
+
+class _Collector(Collector):
+    def __init__(self, families: list[_Family]) -> None:
+        self._families = families
+
+    def describe(self) -> list[Any]:
+        return [
+            (CounterMetricFamily if f.kind == "counter" else HistogramMetricFamily)(
+                f.name, f.doc, labels=f.labels
+            )
+            for f in self._families
+        ]
+
+    def collect(self) -> list[Any]:
+        return [f.family() for f in self._families]
+
+
+class ProducerSeries(NamedTuple):
+    sent: FastCounter
+    delivered: FastCounter
+    latency: FastHistogram
+
+
+class ConsumerSeries(NamedTuple):
+    handled: FastCounter
+    duration: FastHistogram
+
+
+class Metrics:
+    """paykafka's metrics in one Prometheus registry (one instance per registry)."""
+
+    _by_registry: ClassVar[dict[int, Metrics]] = {}
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, registry: Any) -> None:
+        cells = _Cells()
+        families: list[_Family] = []
+
+        def family(kind: str, name: str, doc: str, *labels: str) -> _Family:
+            made = _Family(cells, kind, name, doc, labels)
+            families.append(made)
+            return made
+
+        self.sent = family("counter", "paykafka_events_sent", "Events given to send()", "topic")
+        self.delivered = family(
+            "counter", "paykafka_events_delivered", "Events the broker acknowledged", "topic"
+        )
+        self.failed = family(
+            "counter",
+            "paykafka_events_failed",
+            "Events reported undelivered, by librdkafka error",
+            "topic",
+            "error",
+        )
+        self.handled = family(
+            "counter",
+            "paykafka_events_handled",
+            "Events whose handler returned",
+            "topic",
+            "consumergroup",
+        )
+        self.retried = family(
+            "counter",
+            "paykafka_handler_retries",
+            "Handler calls that raised and were retried",
+            "topic",
+            "consumergroup",
+        )
+        self.dead_lettered = family(
+            "counter",
+            "paykafka_events_dead_lettered",
+            "Records sent to the dead-letter topic, by reason",
+            "topic",
+            "consumergroup",
+            "reason",
+        )
+        self.duplicates = family(
+            "counter",
+            "paykafka_duplicates_absorbed",
+            "Redelivered payments not handed to the handler again",
+            "topic",
+            "consumergroup",
+        )
+        self.delivery_latency = family(
+            "histogram",
+            "paykafka_delivery_latency_seconds",
+            "From send() to the broker's acknowledgement",
+            "topic",
+        )
+        self.handler_duration = family(
+            "histogram",
+            "paykafka_handler_duration_seconds",
+            "Time spent in the handler per call",
+            "topic",
+            "consumergroup",
+        )
+        registry.register(_Collector(families))
+        self.in_flight = Gauge(
+            "paykafka_in_flight",
+            "Records handed out and not yet handled",
+            ["topic", "consumergroup"],
+            registry=registry,
+        )
+        self.registry_up = Gauge(
+            "paykafka_registry_up", "1 when the Schema Registry last answered", registry=registry
+        )
+        self.lag = Gauge(
+            "kafka_consumergroup_lag",
+            "Events on the partition after the group's committed offset",
+            ["consumergroup", "topic", "partition"],
+            registry=registry,
+        )
+        self._lag_seen: dict[str | None, set[tuple[str, str, str]]] = {}
+        self._producing: dict[str, ProducerSeries] = {}
+        self._consuming: dict[tuple[str, str], ConsumerSeries] = {}
+
+    def producing(self, topic: str) -> ProducerSeries:
+        """The per-event series of one topic's producers, looked up once per topic."""
+        series = self._producing.get(topic)
+        if series is None:
+            series = self._producing[topic] = ProducerSeries(
+                self.sent.labels_(topic),
+                self.delivered.labels_(topic),
+                self.delivery_latency.labels_(topic),
+            )
+        return series
+
+    def consuming(self, topic: str, group: str) -> ConsumerSeries:
+        """The per-event series of one group on one topic, looked up once."""
+        series = self._consuming.get((topic, group))
+        if series is None:
+            series = self._consuming[(topic, group)] = ConsumerSeries(
+                self.handled.labels_(topic, group),
+                self.handler_duration.labels_(topic, group),
+            )
+        return series
+
+    @classmethod
+    def for_registry(cls, registry: Any | None = None) -> Metrics:
+        """The metrics of ``registry`` (default: prometheus-client's), created once."""
+        registry = REGISTRY if registry is None else registry
+        with cls._lock:
+            metrics = cls._by_registry.get(id(registry))
+            if metrics is None:
+                metrics = cls._by_registry[id(registry)] = cls(registry)
+            return metrics
+
+    def observe_statistics(self, group: str | None, stats_json: str) -> None:
+        """Set the lag gauges from one librdkafka statistics document.
+
+        Only partitions this client is assigned (``desired``) with a known lag are set; labels
+        of partitions it no longer holds are removed, so a rebalance leaves no stale series.
+        """
+        if group is None:
+            return
+        try:
+            stats = json.loads(stats_json)
+        except ValueError:
+            log.debug("unreadable librdkafka statistics ignored")
+            return
+        if stats.get("type") != "consumer":
+            return
+        seen: set[tuple[str, str, str]] = set()
+        for topic, topic_stats in (stats.get("topics") or {}).items():
+            for partition, p in (topic_stats.get("partitions") or {}).items():
+                if partition == "-1" or not p.get("desired"):
+                    continue
+                lag = _lag(p)
+                if lag is None:
+                    continue
+                labels = (group, topic, partition)
+                self.lag.labels(*labels).set(lag)
+                seen.add(labels)
+        for labels in self._lag_seen.get(group, set()) - seen:
+            self.lag.remove(*labels)
+        self._lag_seen[group] = seen
+
+
+def _lag(p: dict[str, Any]) -> int | None:
+    """A partition's lag as ``paykafka lag`` counts it; ``None`` while unknown.
+
+    librdkafka's ``consumer_lag`` is end minus committed; a group that never committed on the
+    partition gets -1 there, but it will start at the oldest retained record
+    (``auto.offset.reset=earliest``), so everything retained counts, as in ``paykafka lag``.
+    """
+    lag = p.get("consumer_lag", -1)
+    if isinstance(lag, int) and lag >= 0:
+        return lag
+    low, high, committed = p.get("lo_offset", -1), p.get("hi_offset", -1), p.get("committed_offset")
+    if isinstance(committed, int) and committed < 0 and low >= 0 and high >= 0:
+        return int(max(0, high - low))
+    return None
+
+
+_served: dict[tuple[str, int], object] = {}
+_serve_lock = threading.Lock()
+
+
+def serve(port: int, host: str = "127.0.0.1") -> None:
+    """Serve the default registry on ``http://host:port/metrics`` (once per address)."""
+    with _serve_lock:
+        if (host, port) in _served:
+            return
+        _served[(host, port)] = start_http_server(port, addr=host)
+        log.info("metrics served on http://%s:%d/metrics", host, port)

@@ -1,0 +1,232 @@
+"""The one object producers and trackers report to.
+
+Why one hub: the producer and the tracker each make a handful of calls per event (send,
+delivered, handled...), and whether a call feeds a span, a counter or both is not their
+business. Keeping the choice here means the hot paths carry a single ``if telemetry is not
+None`` and nothing else; with every view off, :func:`telemetry_for` returns ``None``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from paykafka._errors import ConfigError
+
+if TYPE_CHECKING:
+    from paykafka._event import PaymentEvent
+    from paykafka._observability._metrics import Metrics
+    from paykafka._observability._tracing import Tracing
+    from paykafka._settings import Settings
+
+__all__ = ["SendToken", "Telemetry", "telemetry_for"]
+
+log = logging.getLogger(__name__)
+
+#: Headers as librdkafka takes and gives them.
+Headers = Sequence[tuple[str, str | bytes | None]]
+
+
+class SendToken:
+    """What :meth:`Telemetry.sending` hands the producer to give back on the outcome."""
+
+    __slots__ = ("headers", "span", "started", "topic")
+
+    def __init__(
+        self, topic: str, started: float, span: Any, headers: list[tuple[str, str | bytes | None]]
+    ):
+        self.topic = topic
+        self.started = started
+        self.span = span
+        #: Headers to put on the record (the trace context); empty when tracing is off.
+        self.headers = headers
+
+
+class Telemetry:
+    """Traces and/or metrics for producers, trackers and processors.
+
+    ``tracing=True`` uses OpenTelemetry's global tracer provider (or ``tracer_provider``);
+    ``metrics=True`` registers paykafka's metrics in prometheus-client's default registry (or
+    ``registry``, for applications that keep their own). Each needs its extra installed:
+    ``paykafka[otel]`` or ``paykafka[prometheus]``.
+    """
+
+    def __init__(
+        self,
+        *,
+        tracing: bool = False,
+        tracer_provider: Any | None = None,
+        metrics: bool = False,
+        registry: Any | None = None,
+    ) -> None:
+        self.tracing: Tracing | None = None
+        self.metrics: Metrics | None = None
+        if tracing or tracer_provider is not None:
+            from paykafka._observability._tracing import Tracing  # noqa: PLC0415 - optional extra
+
+            self.tracing = Tracing(tracer_provider)
+        if metrics or registry is not None:
+            from paykafka._observability._metrics import Metrics  # noqa: PLC0415 - optional extra
+
+            self.metrics = Metrics.for_registry(registry)
+
+    def __repr__(self) -> str:
+        return f"Telemetry(tracing={self.tracing is not None}, metrics={self.metrics is not None})"
+
+    # -- producing ---------------------------------------------------------------------------
+
+    def sending(self, topic: str, event: PaymentEvent, key: bytes | None) -> SendToken:
+        """An event is about to be queued: open its span, count it, give the headers to add."""
+        span = None
+        headers: list[tuple[str, str | bytes | None]] = []
+        if self.tracing is not None:
+            span, headers = self.tracing.start_send(topic, event, key)
+        if self.metrics is not None:
+            self.metrics.producing(topic).sent.inc()
+        return SendToken(topic, time.perf_counter(), span, headers)
+
+    def delivered(self, token: SendToken, partition: int, offset: int) -> None:
+        """The broker acknowledged the event."""
+        if self.metrics is not None:
+            series = self.metrics.producing(token.topic)
+            series.delivered.inc()
+            series.latency.observe(time.perf_counter() - token.started)
+        if token.span is not None and self.tracing is not None:
+            self.tracing.end_send(token.span, partition, offset, None)
+
+    def failed(self, token: SendToken, code: str) -> None:
+        """The event was not delivered (``code`` is librdkafka's error name)."""
+        if self.metrics is not None:
+            self.metrics.failed.labels_(token.topic, code).inc()
+        if token.span is not None and self.tracing is not None:
+            self.tracing.end_send(token.span, None, None, code)
+
+    # -- handling ----------------------------------------------------------------------------
+
+    def handling(
+        self,
+        *,
+        topic: str,
+        group: str,
+        partition: int,
+        offset: int,
+        key: str | None,
+        event: PaymentEvent,
+        headers: Headers | None,
+    ) -> AbstractContextManager[object]:
+        """Around one handler call: a consumer span continuing the sender's trace, a timer.
+
+        An exception from the handler is recorded (``error.type``) and re-raised unchanged.
+        """
+        span = None
+        if self.tracing is not None:
+            span = self.tracing.process(
+                topic=topic,
+                group=group,
+                partition=partition,
+                offset=offset,
+                key=key,
+                event=event,
+                headers=headers,
+            )
+        duration = None
+        if self.metrics is not None:
+            duration = self.metrics.consuming(topic, group).duration
+        return _Handling(span, duration)
+
+    def handled(self, topic: str, group: str) -> None:
+        if self.metrics is not None:
+            self.metrics.consuming(topic, group).handled.inc()
+
+    def retried(self, topic: str, group: str) -> None:
+        if self.metrics is not None:
+            self.metrics.retried.labels_(topic, group).inc()
+
+    def dead_lettered(self, topic: str, group: str, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.dead_lettered.labels_(topic, group, reason).inc()
+
+    def duplicate(self, topic: str, group: str) -> None:
+        if self.metrics is not None:
+            self.metrics.duplicates.labels_(topic, group).inc()
+
+    def in_flight(self, topic: str, group: str, count: int) -> None:
+        if self.metrics is not None:
+            self.metrics.in_flight.labels(topic, group).set(count)
+
+    def registry_reachable(self, reachable: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.registry_up.set(1 if reachable else 0)
+
+    def statistics(self, group: str | None, stats_json: str) -> None:
+        """librdkafka's statistics JSON (``stats_cb``): broker-side figures such as lag."""
+        if self.metrics is not None:
+            self.metrics.observe_statistics(group, stats_json)
+
+    @property
+    def wants_statistics(self) -> bool:
+        """Whether clients should ask librdkafka for statistics (metrics only)."""
+        return self.metrics is not None
+
+
+class _Handling:
+    """The context of one handler call (a plain class: cheaper than a generator per event)."""
+
+    __slots__ = ("_duration", "_span", "_started")
+
+    def __init__(self, span: AbstractContextManager[Any] | None, duration: Any) -> None:
+        self._span = span
+        self._duration = duration
+        self._started = 0.0
+
+    def __enter__(self) -> object:
+        if self._span is not None:
+            self._span.__enter__()
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._duration is not None:
+            self._duration.observe(time.perf_counter() - self._started)
+        if self._span is not None:
+            self._span.__exit__(exc_type, exc, tb)
+
+
+#: Statistics interval asked of librdkafka when metrics are on: lag is a gauge, scraped
+#: every 15-60 s by Prometheus, so a few seconds is fresh enough and cheap.
+STATISTICS_INTERVAL_MS = 5000
+
+
+def telemetry_for(settings: Settings, given: Telemetry | None = None) -> Telemetry | None:
+    """The telemetry a client built from ``settings`` should use; ``None`` when all is off.
+
+    ``given`` wins. Otherwise ``PAYKAFKA_TRACING`` / ``PAYKAFKA_METRICS`` decide, and
+    ``PAYKAFKA_METRICS_PORT`` also starts the HTTP endpoint (once per process and port).
+    """
+    if given is not None:
+        return given
+    metrics = settings.metrics or settings.metrics_port is not None
+    if not (settings.tracing or metrics):
+        return None
+    try:
+        telemetry = Telemetry(tracing=settings.tracing, metrics=metrics)
+    except ImportError as exc:
+        extra = "otel" if "opentelemetry" in str(exc) else "prometheus"
+        raise ConfigError(
+            f"{exc}: tracing needs `pip install 'paykafka[otel]'` and metrics "
+            f"`pip install 'paykafka[prometheus]'` (missing here: paykafka[{extra}])"
+        ) from None
+    if settings.metrics_port is not None:
+        from paykafka._observability._metrics import serve  # noqa: PLC0415 - optional extra
+
+        serve(settings.metrics_port, settings.metrics_host)
+    return telemetry

@@ -1,0 +1,15 @@
+"""paykafka for asyncio: the same events, settings, serde, errors and guarantees as the sync
+API, awaited instead of waited for.
+
+``from paykafka.aio import AsyncPaymentProducer, AsyncPaymentTracker``; the modules behind
+them are private.
+"""
+
+from paykafka.aio._producer import AsyncPaymentProducer, DeliveryTask
+from paykafka.aio._tracker import AsyncPaymentTracker
+
+__all__ = [
+    "AsyncPaymentProducer",
+    "AsyncPaymentTracker",
+    "DeliveryTask",
+]

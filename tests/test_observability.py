@@ -1,0 +1,296 @@
+"""Telemetry without a broker: when it is off, what spans carry, what metrics count, top's rows."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from prometheus_client import CollectorRegistry
+
+from paykafka import ConfigError, PaymentEvent, Settings, Telemetry
+from paykafka._observability import telemetry_for
+from paykafka._observability._metrics import Metrics
+from paykafka._observability._top import Snapshot, TopicState, view
+
+EVENT = PaymentEvent(user="marek", amount=Decimal("249.99"), currency="PLN", method="blik")
+
+
+def attributes(span: ReadableSpan) -> Mapping[str, Any]:
+    """A finished span's attributes (never None once ended)."""
+    assert span.attributes is not None
+    return span.attributes
+
+
+@pytest.fixture
+def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
+
+
+def test_telemetry_is_none_when_everything_is_off() -> None:
+    """With tracing and metrics off, clients get None: one `is None` test per event."""
+    assert telemetry_for(Settings()) is None
+
+
+def test_settings_turn_each_view_on() -> None:
+    """PAYKAFKA_TRACING and PAYKAFKA_METRICS each switch on their own view."""
+    tracing = telemetry_for(Settings.from_env({"PAYKAFKA_TRACING": "true"}))
+    assert tracing is not None
+    assert tracing.tracing is not None
+    assert tracing.metrics is None
+    metrics = telemetry_for(Settings.from_env({"PAYKAFKA_METRICS": "1"}))
+    assert metrics is not None
+    assert metrics.metrics is not None
+    assert metrics.tracing is None
+
+
+def test_given_telemetry_wins_over_settings() -> None:
+    """An application's own Telemetry object is used as it is."""
+    mine = Telemetry(registry=CollectorRegistry())
+    assert telemetry_for(Settings(tracing=True), mine) is mine
+
+
+def test_missing_extra_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Metrics without prometheus-client installed: a ConfigError saying what to install."""
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    monkeypatch.delitem(sys.modules, "paykafka._observability._metrics", raising=False)
+    with pytest.raises(ConfigError, match=r"pip install 'paykafka\[prometheus\]'"):
+        telemetry_for(Settings(metrics=True))
+
+
+def test_send_span_context_travels_in_a_traceparent_header(
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """The send span's context is in the record's headers; the process span is its child."""
+    provider, exporter = spans
+    telemetry = Telemetry(tracer_provider=provider)
+    token = telemetry.sending("payments", EVENT, b"marek")
+    names = [name for name, _ in token.headers]
+    assert "traceparent" in names
+    telemetry.delivered(token, 2, 41)
+    with telemetry.handling(
+        topic="payments",
+        group="ledger",
+        partition=2,
+        offset=41,
+        key="marek",
+        event=EVENT,
+        headers=token.headers,
+    ):
+        pass
+    send, process = exporter.get_finished_spans()
+    assert send.name == "send payments"
+    assert send.kind is SpanKind.PRODUCER
+    assert process.name == "process payments"
+    assert process.kind is SpanKind.CONSUMER
+    assert process.context.trace_id == send.context.trace_id
+    assert process.parent is not None
+    assert process.parent.span_id == send.context.span_id
+    assert [link.context.span_id for link in process.links] == [send.context.span_id]
+    assert attributes(send)["messaging.system"] == "kafka"
+    assert attributes(send)["messaging.destination.name"] == "payments"
+    assert attributes(send)["messaging.destination.partition.id"] == "2"
+    assert attributes(send)["messaging.kafka.offset"] == 41
+    assert attributes(send)["messaging.message.id"] == str(EVENT.payment_id)
+    assert attributes(send)["messaging.kafka.message.key"] == "marek"
+    assert attributes(process)["messaging.consumer.group.name"] == "ledger"
+    assert attributes(process)["messaging.kafka.offset"] == 41
+
+
+def test_record_without_trace_context_still_gets_a_consumer_span(
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """No traceparent header: a root CONSUMER span with no links."""
+    provider, exporter = spans
+    telemetry = Telemetry(tracer_provider=provider)
+    with telemetry.handling(
+        topic="payments", group="g", partition=0, offset=0, key=None, event=EVENT, headers=None
+    ):
+        pass
+    (process,) = exporter.get_finished_spans()
+    assert process.parent is None
+    assert process.kind is SpanKind.CONSUMER
+    assert list(process.links) == []
+
+
+def test_failures_are_marked_on_spans(spans: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+    """A failed delivery and a raising handler both carry error.type and an error status."""
+    provider, exporter = spans
+    telemetry = Telemetry(tracer_provider=provider)
+    token = telemetry.sending("payments", EVENT, None)
+    telemetry.failed(token, "_MSG_TIMED_OUT")
+    with (
+        pytest.raises(KeyError),
+        telemetry.handling(
+            topic="payments", group="g", partition=0, offset=0, key=None, event=EVENT, headers=None
+        ),
+    ):
+        raise KeyError("boom")
+    send, process = exporter.get_finished_spans()
+    assert attributes(send)["error.type"] == "_MSG_TIMED_OUT"
+    assert send.status.status_code is StatusCode.ERROR
+    assert attributes(process)["error.type"] == "KeyError"
+    assert process.status.status_code is StatusCode.ERROR
+
+
+def _value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+def test_metrics_count_the_event_lifecycle() -> None:
+    """Sent, delivered, failed, handled, retried, dead-lettered and duplicates are counted."""
+    registry = CollectorRegistry()
+    telemetry = Telemetry(registry=registry)
+    ok = telemetry.sending("t", EVENT, None)
+    telemetry.delivered(ok, 0, 0)
+    telemetry.failed(telemetry.sending("t", EVENT, None), "_MSG_TIMED_OUT")
+    with telemetry.handling(
+        topic="t", group="g", partition=0, offset=0, key=None, event=EVENT, headers=None
+    ):
+        pass
+    telemetry.handled("t", "g")
+    telemetry.retried("t", "g")
+    telemetry.dead_lettered("t", "g", "corrupt_avro")
+    telemetry.duplicate("t", "g")
+    assert _value(registry, "paykafka_events_sent_total", topic="t") == 2
+    assert _value(registry, "paykafka_events_delivered_total", topic="t") == 1
+    assert _value(registry, "paykafka_events_failed_total", topic="t", error="_MSG_TIMED_OUT") == 1
+    assert _value(registry, "paykafka_events_handled_total", topic="t", consumergroup="g") == 1
+    assert _value(registry, "paykafka_handler_retries_total", topic="t", consumergroup="g") == 1
+    assert (
+        _value(
+            registry,
+            "paykafka_events_dead_lettered_total",
+            topic="t",
+            consumergroup="g",
+            reason="corrupt_avro",
+        )
+        == 1
+    )
+    assert _value(registry, "paykafka_duplicates_absorbed_total", topic="t", consumergroup="g") == 1
+    assert _value(registry, "paykafka_delivery_latency_seconds_count", topic="t") == 1
+    assert (
+        _value(registry, "paykafka_handler_duration_seconds_count", topic="t", consumergroup="g")
+        == 1
+    )
+
+
+def _stats(partitions: dict[str, dict[str, object]]) -> str:
+    return json.dumps({"type": "consumer", "topics": {"payments": {"partitions": partitions}}})
+
+
+def test_lag_gauges_follow_librdkafka_statistics() -> None:
+    """Assigned partitions' lag is exported under kafka_exporter's name; revoked ones vanish."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.observe_statistics(
+        "ledger",
+        _stats(
+            {
+                "0": {"desired": True, "consumer_lag": 7},
+                "1": {"desired": True, "consumer_lag": 0},
+                "2": {"desired": False, "consumer_lag": 99},
+                "-1": {"desired": False, "consumer_lag": -1},
+            }
+        ),
+    )
+    lag = "kafka_consumergroup_lag"
+    labels = {"consumergroup": "ledger", "topic": "payments"}
+    assert registry.get_sample_value(lag, {**labels, "partition": "0"}) == 7
+    assert registry.get_sample_value(lag, {**labels, "partition": "1"}) == 0
+    assert registry.get_sample_value(lag, {**labels, "partition": "2"}) is None
+    metrics.observe_statistics("ledger", _stats({"1": {"desired": True, "consumer_lag": 3}}))
+    assert registry.get_sample_value(lag, {**labels, "partition": "0"}) is None
+    assert registry.get_sample_value(lag, {**labels, "partition": "1"}) == 3
+
+
+def test_producer_statistics_and_garbage_are_ignored() -> None:
+    """Only consumer statistics carry group lag; unreadable JSON changes nothing."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.observe_statistics("g", json.dumps({"type": "producer", "topics": {}}))
+    metrics.observe_statistics("g", "{not json")
+    assert list(registry.collect())  # still serves
+    assert registry.get_sample_value("kafka_consumergroup_lag", {"consumergroup": "g"}) is None
+
+
+def test_one_metrics_object_per_registry() -> None:
+    """Two clients in one process share the registry's metrics instead of clashing."""
+    registry = CollectorRegistry()
+    assert Metrics.for_registry(registry) is Metrics.for_registry(registry)
+
+
+def _snapshot(at: float, ends: tuple[int, int], committed: int, isr: tuple[int, ...]) -> Snapshot:
+    return Snapshot(
+        at=at,
+        taken=datetime(2026, 11, 29, tzinfo=UTC),
+        bootstrap="localhost:9092",
+        topics=(
+            TopicState(
+                name="payments",
+                marks={0: (0, ends[0]), 1: (5, ends[1])},
+                replicas={0: ((1, 2), isr), 1: ((1, 2), (1, 2))},
+            ),
+        ),
+        groups={"ledger": {("payments", 0): committed, ("payments", 1): 2, ("gone", 0): 1}},
+        dlq_topic="payments.dlq",
+        dlq_pending=3,
+        dlq_newest_reason="corrupt_avro",
+        registry="registry up (x)",
+    )
+
+
+def test_top_rates_and_lag_from_two_snapshots() -> None:
+    """Events in/out per second are offset growth over the interval; lag counts from retained."""
+    first = _snapshot(10.0, (100, 50), committed=90, isr=(1, 2))
+    second = _snapshot(12.0, (140, 50), committed=120, isr=(1,))
+    top = view(second, first)
+    (topic,) = top.topics
+    assert topic.in_rate == 20.0  # (140 + 50) - (100 + 50) over 2 s
+    assert topic.retained == 140 + 45
+    assert topic.health == "UNDER-REPLICATED partitions 0"
+    rows = {(g.topic, g.partition): g for g in top.groups}
+    assert set(rows) == {("payments", 0), ("payments", 1)}
+    assert rows[("payments", 0)].lag == 20
+    assert rows[("payments", 0)].out_rate == 15.0
+    # Committed below the oldest retained offset: lag counts from what is still there.
+    assert rows[("payments", 1)].lag == 45
+    assert "3 pending" in top.dlq
+    assert "corrupt_avro" in top.dlq
+
+
+def test_top_first_refresh_has_no_rates() -> None:
+    """With one snapshot there is no interval, so rates are unknown, not zero."""
+    top = view(_snapshot(1.0, (10, 10), committed=5, isr=(1, 2)))
+    assert top.topics[0].in_rate is None
+    assert all(g.out_rate is None for g in top.groups)
+    assert top.topics[0].health == "healthy"
+
+
+def test_off_imports_neither_extra() -> None:
+    """With telemetry off, a producer/tracker process never imports opentelemetry or prometheus."""
+    import subprocess  # noqa: PLC0415
+
+    code = (
+        "import sys, paykafka\n"
+        "from paykafka._observability import telemetry_for\n"
+        "assert telemetry_for(paykafka.Settings()) is None\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'opentelemetry', 'prometheus_client'}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"
