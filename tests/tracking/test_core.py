@@ -225,9 +225,10 @@ def test_stop_during_failure_releases_instead_of_dead_lettering() -> None:
     assert c.to_commit(0.0) == {}
 
 
-def test_release_hands_the_record_out_again() -> None:
-    """A released record (a loop left early) is the next one handed out."""
-    c = core()
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_release_hands_the_record_out_again(concurrency: int) -> None:
+    """A released record (a loop left early) is the next one handed out, in either mode."""
+    c = core(concurrency=concurrency)
     c.fetched(recs(0, "ab"))
     w = c.next_work(0.0)
     assert w is not None
@@ -712,3 +713,22 @@ def test_sequential_mode_keeps_fetch_order_even_through_retries() -> None:
     c.lost([(T, 0)])
     assert c.next_work(3.0) is None  # the lost partition's record is skipped
     assert c.to_commit(3.0) == {(T, 1): 1}
+
+
+def test_sequential_mode_readiness_and_deadlines() -> None:
+    """Sequential mode: nothing ready when empty or busy, no deadline without a retry, and
+    a revoking partition's record at the head does not block the next one."""
+    c = core(concurrency=1)
+    assert not c.has_ready(0.0)
+    c.fetched(recs(0, "a") + recs(1, "b"))
+    assert c.next_deadline() is None
+    assert c.has_ready(0.0)
+    c.revoking([(T, 0)])
+    assert c.has_ready(0.0)
+    w = c.next_work(0.0)
+    assert w is not None
+    assert (w.partition, w.offset) == (1, 0)
+    assert not c.has_ready(0.0)  # one in flight
+    c.handled(w)
+    assert not c.has_ready(0.0)
+    assert c.in_flight == 0
