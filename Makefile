@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PAYKAFKA := $(VENV)/bin/paykafka
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test check env stack-up stack-down clean
+.PHONY: demo test check env postgres stack-up stack-down clean
 
 # Set up everything, bring the local stack up, send a payment and show it tracked.
 demo: $(STAMP)
@@ -17,7 +17,7 @@ demo: $(STAMP)
 
 # The whole suite: lint, types, unit and integration tests on the real stack.
 # A stack that was already running is left running; one started here is stopped, even on failure.
-test: $(STAMP)
+test: $(STAMP) postgres
 	@if $(PAYKAFKA) stack status >/dev/null 2>&1; then started=; else \
 		$(PAYKAFKA) stack up || exit 1; started=1; fi; \
 	trap 'if [ -n "$$started" ]; then $(PAYKAFKA) stack down; fi' EXIT; \
@@ -30,6 +30,13 @@ check: $(STAMP)
 	$(PY) -m pytest
 
 env: $(STAMP)
+
+# The exactly-once tests start throwaway PostgreSQL clusters (initdb + pg_ctl): install the
+# server binaries from the distribution when the machine has none.
+postgres:
+	@if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+		$$sudo apt-get update -qq && $$sudo apt-get install -y -qq postgresql >/dev/null; fi
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -55,6 +55,7 @@ from paykafka._errors import (
 )
 from paykafka._event import PaymentEvent
 from paykafka._governance import SchemaGate
+from paykafka._observability import Telemetry, telemetry_for
 from paykafka._producer import key_by_user
 from paykafka._registry import RegistryClient
 from paykafka._schema import PaymentSchema, load_schema
@@ -194,8 +195,10 @@ class PaymentProcessor:
         retry_backoff: float = 0.5,
         transaction_timeout: float = 30.0,
         kafka_overrides: dict[str, Any] | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
+        self._telemetry = telemetry_for(self.settings, telemetry)
         self.transactional_id = (
             self.settings.transactional_id or f"{self.settings.group_id}-{socket.gethostname()}"
         )
@@ -431,6 +434,8 @@ class PaymentProcessor:
         producer, consumer, decoder = self._started()
         self._call(producer.begin_transaction, "beginning a transaction")
         written = dead = 0
+        dead_reasons: list[str] = []
+        telemetry = self._telemetry
         for msg in batch.records:
             try:
                 schema_id, event = decoder.decode(msg.value())
@@ -441,6 +446,7 @@ class PaymentProcessor:
                     raise
                 self._produce_dead_letter(producer, msg, exc.reason.value, str(exc), exc.schema_id)
                 dead += 1
+                dead_reasons.append(exc.reason.value)
                 continue
             where = (msg.topic(), msg.partition(), msg.offset())
             failures, last_error = self._failures.get(where, (0, ""))
@@ -449,36 +455,9 @@ class PaymentProcessor:
                     producer, msg, "handler_failed", last_error, schema_id, attempts=failures
                 )
                 dead += 1
+                dead_reasons.append("handler_failed")
                 continue
-            try:
-                result = handler(event)
-                outputs: list[object] = (
-                    [] if result is None else [result] if isinstance(result, Output) else [*result]
-                )
-            except Exception as exc:
-                self._failures[where] = (failures + 1, f"{type(exc).__name__}: {exc}")
-                if failures + 1 > self._handler_retries and not self._dead_letters:
-                    raise
-                log.warning(
-                    "handler failed on %s[%d]@%d (attempt %d): %r; the batch is aborted",
-                    *where,
-                    failures + 1,
-                    exc,
-                )
-                raise self._backing_off(f"handler failed: {exc!r}") from exc
-            for output in outputs:
-                if not isinstance(output, Output):
-                    raise TypeError(
-                        f"the handler must return Outputs, got {type(output).__name__}: "
-                        "return [Output(topic, event), ...]"
-                    )
-                self._produce(
-                    producer,
-                    output.topic,
-                    self._serializer(output.topic)(output.event),
-                    key_by_user(output.event).encode(),
-                )
-                written += 1
+            written += self._handle(producer, handler, msg, event, where=where, failures=failures)
         self._call(
             lambda: producer.send_offsets_to_transaction(
                 batch.next_offsets(), consumer.consumer_group_metadata(), self._timeout
@@ -492,6 +471,77 @@ class PaymentProcessor:
         self._handled += len(batch.records)
         self._written += written
         self._dead_lettered += dead
+        if telemetry is not None:  # counted once committed: an aborted batch counts nothing
+            group = self.settings.group_id
+            for msg in batch.records:
+                telemetry.handled(msg.topic(), group)
+            for reason in dead_reasons:
+                telemetry.dead_lettered(self.settings.topic, group, reason)
+
+    def _handle(
+        self,
+        producer: Producer,
+        handler: Handler,
+        msg: Any,
+        event: PaymentEvent,
+        *,
+        where: tuple[str, int, int],
+        failures: int,
+    ) -> int:
+        """Call the handler on one input and write its outputs into the open transaction;
+        returns how many. A handler error aborts the batch (raised as a back-off)."""
+        telemetry = self._telemetry
+        headers = None
+        try:
+            if telemetry is None:
+                result = handler(event)
+            else:
+                result, headers = self._traced(telemetry, handler, msg, event)
+            outputs: list[object] = (
+                [] if result is None else [result] if isinstance(result, Output) else [*result]
+            )
+        except Exception as exc:
+            self._failures[where] = (failures + 1, f"{type(exc).__name__}: {exc}")
+            if failures + 1 > self._handler_retries and not self._dead_letters:
+                raise
+            log.warning(
+                "handler failed on %s[%d]@%d (attempt %d): %r; the batch is aborted",
+                *where,
+                failures + 1,
+                exc,
+            )
+            raise self._backing_off(f"handler failed: {exc!r}") from exc
+        for output in outputs:
+            if not isinstance(output, Output):
+                raise TypeError(
+                    f"the handler must return Outputs, got {type(output).__name__}: "
+                    "return [Output(topic, event), ...]"
+                )
+            self._produce(
+                producer,
+                output.topic,
+                self._serializer(output.topic)(output.event),
+                key_by_user(output.event).encode(),
+                headers,
+            )
+        return len(outputs)
+
+    def _traced(
+        self, telemetry: Telemetry, handler: Handler, msg: Any, event: PaymentEvent
+    ) -> tuple[Iterable[Output] | Output | None, list[tuple[str, str | bytes | None]] | None]:
+        """``handler(event)`` inside its ``process`` span, continuing the input's trace; the
+        outputs carry that span's context, so their readers continue the same trace."""
+        key = msg.key()
+        with telemetry.handling(
+            topic=msg.topic(),
+            group=self.settings.group_id,
+            partition=msg.partition(),
+            offset=msg.offset(),
+            key=key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
+            event=event,
+            headers=msg.headers(),
+        ):
+            return handler(event), telemetry.context_headers()
 
     def _produce(
         self,

@@ -138,6 +138,13 @@ class Telemetry:
             duration = self.metrics.consuming(topic, group).duration
         return _Handling(span, duration)
 
+    def context_headers(self) -> list[tuple[str, str | bytes | None]] | None:
+        """The current span's context as record headers (for records written inside a
+        handler, so the next consumer continues the same trace); ``None`` without tracing."""
+        if self.tracing is None:
+            return None
+        return self.tracing.current_headers() or None
+
     def handled(self, topic: str, group: str) -> None:
         if self.metrics is not None:
             self.metrics.consuming(topic, group).handled.inc()

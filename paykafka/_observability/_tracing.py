@@ -55,6 +55,13 @@ class Tracing:
         return span, [(name, value.encode()) for name, value in carrier.items()]
 
     @staticmethod
+    def current_headers() -> list[tuple[str, str | bytes | None]]:
+        """The current context (the span being processed) as W3C trace headers."""
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        return [(name, value.encode()) for name, value in carrier.items()]
+
+    @staticmethod
     def end_send(span: Any, partition: int | None, offset: int | None, error: str | None) -> None:
         if partition is not None:
             span.set_attribute("messaging.destination.partition.id", str(partition))

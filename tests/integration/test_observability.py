@@ -21,10 +21,13 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from prometheus_client import CollectorRegistry
 
 from paykafka import (
     KafkaAdmin,
+    Output,
     PaymentEvent,
+    PaymentProcessor,
     PaymentProducer,
     PaymentTracker,
     Settings,
@@ -285,3 +288,41 @@ def test_top_live_refreshes_and_leaves_on_ctrl_c(topic_settings: Settings) -> No
     finally:
         child.close()
     assert child.exitstatus == 0
+
+
+def test_a_trace_runs_through_the_exactly_once_processor(
+    topic_settings: Settings, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """send -> processor's span -> its output's reader: one trace, parent to child."""
+    provider, exporter = spans
+    telemetry = Telemetry(tracer_provider=provider, registry=CollectorRegistry())
+    settings = attrs.evolve(topic_settings, transactional_id=f"{topic_settings.topic}-tx")
+    forwarded = f"{settings.topic}.forwarded"
+    events = make_events(10, users=4)
+    with PaymentProducer(settings, telemetry=telemetry) as producer:
+        for event in events:
+            producer.send(event)
+    with PaymentProcessor(settings, output_topics=[forwarded], telemetry=telemetry) as processor:
+        handled = processor.run(
+            lambda e: Output(forwarded, e), stop_at_end=True, handle_signals=False
+        )
+    assert handled == 10
+    reader = attrs.evolve(settings, topic=forwarded, group_id=f"{forwarded}-reader")
+    with PaymentTracker(reader, telemetry=telemetry) as tracker:
+        assert tracker.run(lambda _e: None, max_events=10, idle_timeout=30) == 10
+    finished = exporter.get_finished_spans()
+    by_id = {s.context.span_id: s for s in finished}
+    readers = [s for s in finished if s.name == f"process {forwarded}"]
+    assert len(readers) == 10
+    for span in readers:
+        assert span.parent is not None
+        middle = by_id[span.parent.span_id]  # the processor's span
+        assert middle.name == f"process {settings.topic}"
+        assert middle.parent is not None
+        send = by_id[middle.parent.span_id]
+        assert send.name == f"send {settings.topic}"
+        assert send.context.trace_id == span.context.trace_id
+        assert attributes(send)["messaging.message.id"] == attributes(span)["messaging.message.id"]
+    assert telemetry.metrics is not None
+    handled_series = telemetry.metrics.handled.labels_(settings.topic, settings.group_id)
+    assert handled_series.value() == 10
