@@ -63,7 +63,9 @@ them. Among the keys that are ready, the one whose next record was fetched first
 A record waiting for a retry holds back only later records of its own key. Records without a
 key share one key per partition (they keep partition order). With ``concurrency=1`` the core
 is sequential: records are handed out strictly in fetch order, and a record waiting for a
-retry holds back everything behind it (the sequential tracker's behaviour, at its speed).
+handler retry holds back everything behind it (the sequential tracker's behaviour, at its
+speed); a record waiting for the registry (a retriable decode failure) holds back only its own
+partition, so other partitions keep flowing through a registry outage.
 
 The record type is the shell's (confluent-kafka's ``Message`` fits): the core only calls
 ``topic()``, ``partition()``, ``offset()`` and ``key()`` on it, once, in :meth:`fetched`.
@@ -148,6 +150,7 @@ class Work(Generic[R]):
         "key",
         "not_before",
         "offset",
+        "partition_wait",
         "record",
         "seq",
         "value",
@@ -169,6 +172,9 @@ class Work(Generic[R]):
         #: Its key's lane; None in sequential mode (concurrency=1), which has no lanes.
         self._lane: _Lane[R] | None = lane
         self.not_before = 0.0
+        #: Sequential mode: its retry waits for the registry, so it holds back its partition
+        #: only (a handler retry holds back everything behind it).
+        self.partition_wait = False
 
     @property
     def topic(self) -> str:
@@ -405,27 +411,48 @@ class TrackerCore(Generic[R]):
         return None
 
     def _next_in_order(self, now: float) -> Work[R] | None:
-        fifo = self._fifo
-        while fifo:
-            work = fifo[0]
-            if not work.alive or work._state == _DONE or work._part.revoking:
-                fifo.popleft()
-                continue
-            if work._state != _PENDING or work.not_before > now:
-                return None
+        work = self._scan_in_order(now)[0]
+        if work is not None:
             work._state = _IN_FLIGHT
             self._in_flight += 1
-            return work
-        return None
+        return work
+
+    def _scan_in_order(self, now: float) -> tuple[Work[R] | None, float | None]:
+        """Sequential mode: the first record that may be handed out at ``now``, and the
+        earliest retry time among the records holding others back.
+
+        The head is normally ready, so this is one look; only while a partition waits for the
+        registry does it look past that partition's records.
+        """
+        fifo = self._fifo
+        while fifo:
+            head = fifo[0]
+            if head.alive and head._state != _DONE and not head._part.revoking:
+                break
+            fifo.popleft()
+        deadline: float | None = None
+        waiting: set[int] | None = None
+        for work in fifo:
+            if not work.alive or work._state == _DONE or work._part.revoking:
+                continue
+            if waiting is not None and id(work._part) in waiting:
+                continue
+            if work._state != _PENDING:
+                return None, deadline
+            if work.not_before > now:
+                deadline = work.not_before if deadline is None else min(deadline, work.not_before)
+                if not work.partition_wait:
+                    return None, deadline
+                waiting = waiting or set()
+                waiting.add(id(work._part))
+                continue
+            return work, deadline
+        return None, deadline
 
     def next_deadline(self) -> float | None:
         """When the earliest retry becomes due (a shell may sleep until then), or None."""
         if self._sequential:
-            fifo = self._fifo
-            head = fifo[0] if fifo else None
-            if head is not None and head.alive and head.not_before > 0.0:
-                return head.not_before
-            return None
+            return self._scan_in_order(0.0)[1]
         return self._delayed[0][0] if self._delayed else None
 
     def has_ready(self, now: float) -> bool:
@@ -433,10 +460,7 @@ class TrackerCore(Generic[R]):
         if self._in_flight >= self.policy.concurrency:
             return False
         if self._sequential:
-            for w in self._fifo:
-                if w.alive and w._state != _DONE and not w._part.revoking:
-                    return w._state == _PENDING and w.not_before <= now
-            return False
+            return self._scan_in_order(now)[0] is not None
         return bool(self._ready) or bool(self._delayed and self._delayed[0][0] <= now)
 
     # -- completions -------------------------------------------------------------------------
@@ -494,6 +518,7 @@ class TrackerCore(Generic[R]):
         (or raise when dead letters are off). During a stop nothing is dead-lettered: the
         record is released, unacknowledged."""
         work.attempts += 1
+        work.partition_wait = False
         policy = self.policy
         if stopping or not work.alive:
             self.release(work)
@@ -514,6 +539,7 @@ class TrackerCore(Generic[R]):
             self.release(work)
             return Verdict.RELEASED
         if retriable:
+            work.partition_wait = True
             self.release(work, not_before=now + self._backoff(work.attempts))
             return Verdict.RETRY
         return self._give_up(work)

@@ -732,3 +732,27 @@ def test_sequential_mode_readiness_and_deadlines() -> None:
     c.handled(w)
     assert not c.has_ready(0.0)
     assert c.in_flight == 0
+
+
+def test_sequential_mode_a_registry_wait_holds_back_only_its_partition() -> None:
+    """concurrency=1: a record waiting for the registry (retriable decode failure) holds back
+    its own partition only; other partitions keep flowing, as the sequential tracker did."""
+    c = core(concurrency=1, retry_backoff=2.0)
+    c.fetched(recs(0, "ab") + recs(1, "cd"))
+    a = c.next_work(0.0)
+    assert a is not None
+    assert (a.partition, a.offset) == (0, 0)
+    assert c.decode_failed(a, 0.0, retriable=True) is Verdict.RETRY
+    assert c.has_ready(1.0)
+    flowed = []
+    while (w := c.next_work(1.0)) is not None:
+        flowed.append((w.partition, w.offset))
+        c.handled(w)
+    assert flowed == [(1, 0), (1, 1)]  # partition 0's b waits behind a
+    assert c.next_deadline() == 2.0
+    assert c.to_commit(1.0) == {(T, 1): 2}
+    assert c.next_work(2.0) is a
+    c.handled(a)
+    b = c.next_work(2.0)
+    assert b is not None
+    assert (b.partition, b.offset) == (0, 1)
