@@ -30,12 +30,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, Self
 
 import attrs
@@ -61,6 +60,7 @@ from paykafka._registry import RegistryClient
 from paykafka._schema import PaymentSchema, load_schema
 from paykafka._serde import EventDeserializer, EventSerializer
 from paykafka._settings import Settings
+from paykafka._signals import install_stop_signals
 
 __all__ = ["Output", "PaymentProcessor", "TxnAction", "classify_txn_error"]
 
@@ -708,20 +708,7 @@ class PaymentProcessor:
         return KafkaError(f"{what}: {err.str()}", code=err.name(), retriable=err.retriable())
 
     def _install_signals(self) -> Callable[[], None] | None:
-        if threading.current_thread() is not threading.main_thread():
-            return None
-
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            log.info("signal %d: stopping after the current transaction", signum)
-            self.stop()
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-
-        def restore() -> None:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-
-        return restore
+        return install_stop_signals(self.stop, "the current transaction")
 
     def _started(self) -> tuple[Producer, Consumer, EventDeserializer]:
         if self._producer is None or self._consumer is None or self._decode is None:

@@ -266,6 +266,15 @@ class TrackerBase:
                 exc,
             )
 
+    @staticmethod
+    def _incremental_protocol(conf: Mapping[str, Any]) -> bool:
+        """Whether the group protocol hands partitions over one by one (incremental assign):
+        the cooperative assignors, or the new consumer group protocol."""
+        return (
+            "cooperative" in str(conf.get("partition.assignment.strategy", ""))
+            or str(conf.get("group.protocol", "")).lower() == "consumer"
+        )
+
     def _observed(self, work: Work[Any], event: PaymentEvent) -> AbstractContextManager[object]:
         """Around one handler call when telemetry is on: the ``process`` span (continuing the
         sender's trace from the record's headers) and the handler-duration timer."""

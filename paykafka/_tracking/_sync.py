@@ -21,11 +21,10 @@ records of its key.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, Self, cast
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -47,6 +46,7 @@ from paykafka._registry import RegistryClient
 from paykafka._schema import load_schema, require_agreement
 from paykafka._security import client_creation_error
 from paykafka._serde import EventDeserializer
+from paykafka._signals import install_stop_signals
 from paykafka._tracking._base import Decoded, TrackedEvent, TrackerBase
 from paykafka._tracking._core import Verdict, Work
 
@@ -143,11 +143,7 @@ class PaymentTracker(TrackerBase):
             self._registry = RegistryClient(self.settings)
         self._decode = EventDeserializer(schema, self._registry.schema_by_id)
         conf = self._consumer_config(error_cb=self._on_error, on_commit=self._on_commit)
-        # The cooperative protocols hand partitions over one by one (incremental assign).
-        self._incremental = (
-            "cooperative" in str(conf.get("partition.assignment.strategy", ""))
-            or str(conf.get("group.protocol", "")).lower() == "consumer"
-        )
+        self._incremental = self._incremental_protocol(conf)
         self._revoke_wait = min(
             _REVOKE_WAIT, float(conf.get("max.poll.interval.ms", 300_000)) / 2000
         )
@@ -879,20 +875,7 @@ class PaymentTracker(TrackerBase):
             log.warning("consumer: %s", err.str())
 
     def _install_signals(self) -> Callable[[], None] | None:
-        if threading.current_thread() is not threading.main_thread():
-            return None
-
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            log.info("signal %d: stopping after the events in flight", signum)
-            self.stop()
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-
-        def restore() -> None:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-
-        return restore
+        return install_stop_signals(self.stop, "the events in flight")
 
     def _started(self) -> Consumer:
         if self._consumer is None:

@@ -115,11 +115,7 @@ class AsyncPaymentTracker(TrackerBase):
             self._registry = RegistryClient(self.settings)
         self._decode = EventDeserializer(schema, self._registry.schema_by_id)
         conf = self._consumer_config(error_cb=self._on_error, on_commit=self._on_commit)
-        # The cooperative protocols hand partitions over one by one (incremental assign).
-        self._incremental = (
-            "cooperative" in str(conf.get("partition.assignment.strategy", ""))
-            or str(conf.get("group.protocol", "")).lower() == "consumer"
-        )
+        self._incremental = self._incremental_protocol(conf)
         try:
             consumer = Consumer(conf)
         except KafkaException as exc:
