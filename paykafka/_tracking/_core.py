@@ -623,6 +623,12 @@ class TrackerCore(Generic[R]):
         work._state = _DONE
         self._held -= 1
         self._full_since = None  # progress: the buffer is not stuck
+        # Let the handled prefix go now, not at the next commit: a second of records (and
+        # their decoded events) kept alive costs memory and, worse, garbage-collector passes
+        # over them (a third of the sequential tracker's time, measured).
+        records = work._part.records
+        while records and records[0]._state == _DONE:
+            records.popleft()
         lane = work._lane
         if lane is None:
             fifo = self._fifo
