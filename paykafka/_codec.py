@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import decimal
 import uuid
+from binascii import unhexlify
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -57,6 +58,31 @@ _SMALL = tuple(bytes((i,)) for i in range(128))
 _LENGTH = tuple(bytes((2 * i,)) for i in range(64))
 _UUID_PREFIX = _LENGTH[_UUID_TEXT]
 _CURRENCIES = {code: _LENGTH[len(code)] + code.encode() for code in MINOR_UNITS}
+
+
+_new, _set = object.__new__, object.__setattr__
+
+
+def uuid_from_text(raw: bytes) -> uuid.UUID:
+    """``uuid.UUID(raw.decode())``, quicker for the 32 hex digits every writer sends.
+
+    Why: building a UUID from its text was a tenth of decoding an event. Only 32 hex digits
+    with hyphens (anywhere, as ``UUID()`` allows) take the quick way, which builds the very
+    object ``UUID()`` would, the way unpickling does; anything else goes through ``UUID()``,
+    which accepts or raises exactly as always.
+    """
+    digits = raw.replace(b"-", b"")
+    if len(digits) == 32:
+        try:
+            value = int.from_bytes(unhexlify(digits), "big")  # strict: hex digits only
+        except ValueError:
+            pass
+        else:
+            out = _new(uuid.UUID)
+            _set(out, "int", value)
+            _set(out, "is_safe", uuid.SafeUUID.unknown)
+            return out
+    return uuid.UUID(raw.decode())
 
 
 def _varint(value: int) -> bytes:
@@ -418,7 +444,7 @@ def build_decoder(  # noqa: PLR0915 - the decoder below is unrolled on purpose
         if data[_HEADER_SIZE] != 2 * _UUID_TEXT:
             return None
         pos = _HEADER_SIZE + 1 + _UUID_TEXT
-        payment_id = uuid.UUID(data[_HEADER_SIZE + 1 : pos].decode())
+        payment_id = uuid_from_text(data[_HEADER_SIZE + 1 : pos])
         # Lengths and the enum index nearly always fit one byte (an even one: zigzag of a
         # non-negative number); anything else goes through the full varint reader.
         size = data[pos]
