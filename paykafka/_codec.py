@@ -61,6 +61,8 @@ _CURRENCIES = {code: _LENGTH[len(code)] + code.encode() for code in MINOR_UNITS}
 
 
 _new, _set = object.__new__, object.__setattr__
+# Looked up once: an enum member read through its class is a descriptor call in Python.
+_UUID, _UNKNOWN = uuid.UUID, uuid.SafeUUID.unknown
 
 
 def uuid_from_text(raw: bytes) -> uuid.UUID:
@@ -78,9 +80,9 @@ def uuid_from_text(raw: bytes) -> uuid.UUID:
         except ValueError:
             pass
         else:
-            out = _new(uuid.UUID)
+            out = _new(_UUID)
             _set(out, "int", value)
-            _set(out, "is_safe", uuid.SafeUUID.unknown)
+            _set(out, "is_safe", _UNKNOWN)
             return out
     return uuid.UUID(raw.decode())
 
