@@ -6,8 +6,9 @@ confluent-kafka way to move the same typed events: ``Producer`` + ``AvroSerializ
 ``Consumer`` + ``AvroDeserializer`` + ``PaymentEvent.from_dict`` (offsets stored after each
 event is handled). Both use a real ``SchemaRegistryClient`` against the local registry and the
 same librdkafka settings (``Settings.producer_config`` / ``consumer_config``: acks=all,
-idempotence, zstd, linger.ms=5, default batching), and each run gets a fresh topic with the
-same partitions.
+idempotence, zstd, linger.ms=5, default batching; both consumers read at the same
+``isolation_level``, ``read_committed`` unless ``PAYKAFKA_ISOLATION_LEVEL`` says otherwise), and
+each run gets a fresh topic with the same partitions.
 
 Each producer first sends one warm-up event and flushes it (connection, metadata and schema
 registration are not per-message costs); produce time then runs from the first timed send to
