@@ -15,13 +15,12 @@ other fault suites.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,8 +33,8 @@ from paykafka import PaymentEvent, PaymentProducer, Settings
 from paykafka._admin import KafkaAdmin
 from paykafka._stack import Stack
 
-from ._support import KilledNode, Report, fresh_settings
-from .conftest import _own_stack
+from ._support import KilledNode, Report, fresh_settings, member_env
+from .conftest import own_stack_fixture
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "router.py"
 SLOW_ROUTER = Path(__file__).resolve().parent / "_router.py"
@@ -45,28 +44,12 @@ CLUSTER_KAFKA_PORT, CLUSTER_REGISTRY_PORT = 24620, 24630
 KILL_INPUTS = 50_000
 
 
-@pytest.fixture(scope="module")
-def eo_single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A one-broker stack of this module's own."""
-    with _own_stack(
-        tmp_path_factory.mktemp("eo-single"),
-        brokers=1,
-        kafka_port=SINGLE_KAFKA_PORT,
-        registry_port=SINGLE_REGISTRY_PORT,
-    ) as stack:
-        yield stack
-
-
-@pytest.fixture(scope="module")
-def eo_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A three-broker cluster of this module's own."""
-    with _own_stack(
-        tmp_path_factory.mktemp("eo-cluster"),
-        brokers=3,
-        kafka_port=CLUSTER_KAFKA_PORT,
-        registry_port=CLUSTER_REGISTRY_PORT,
-    ) as stack:
-        yield stack
+eo_single = own_stack_fixture(
+    "eo-single", brokers=1, kafka_port=SINGLE_KAFKA_PORT, registry_port=SINGLE_REGISTRY_PORT
+)
+eo_cluster = own_stack_fixture(
+    "eo-cluster", brokers=3, kafka_port=CLUSTER_KAFKA_PORT, registry_port=CLUSTER_REGISTRY_PORT
+)
 
 
 class Router:
@@ -76,13 +59,8 @@ class Router:
         self, settings: Settings, log: Path, *, script: Path = EXAMPLE, **kafka_options: str
     ) -> None:
         self.env = {
-            **os.environ,
-            "PAYKAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-            "PAYKAFKA_REGISTRY_URL": settings.registry_url,
-            "PAYKAFKA_TOPIC": settings.topic,
-            "PAYKAFKA_DLQ_TOPIC": settings.dlq_topic,
+            **member_env(settings),
             "PAYKAFKA_TRANSACTIONAL_ID": f"{settings.group_id}-router",
-            "PAYKAFKA_CREATE_TOPIC": "false",
             # The crashed member leaves the group after 6 s instead of 45: restarts are quick.
             "PAYKAFKA_KAFKA_OPTIONS": json.dumps({"session.timeout.ms": "6000", **kafka_options}),
         }
