@@ -1,4 +1,4 @@
-"""PaymentProcessor's pure parts: outputs, error classes, batch offsets, its Kafka configs."""
+"""The processor's pure parts: outputs, error classes, the core's decisions, its Kafka configs."""
 
 from __future__ import annotations
 
@@ -7,8 +7,27 @@ from typing import Any
 
 import pytest
 
-from paykafka import ConfigError, Output, PaymentEvent, Settings
-from paykafka._processor import TxnAction, _Batch, classify_txn_error
+from paykafka import (
+    ConfigError,
+    DecodeError,
+    DecodeReason,
+    FencedError,
+    Output,
+    PaymentEvent,
+    PaymentProcessor,
+    RegistryUnavailableError,
+    Settings,
+)
+from paykafka._processing._core import (
+    AbortBatch,
+    Batch,
+    ProcessingCore,
+    Step,
+    TxnAction,
+    as_outputs,
+    checked_outputs,
+    classify_txn_error,
+)
 
 
 def _event() -> PaymentEvent:
@@ -72,8 +91,8 @@ def test_transactional_errors_are_fatal_then_abortable_then_retriable(
 
 def test_batch_commits_one_past_the_last_record_and_rewinds_to_the_first() -> None:
     """Offsets sent to the transaction are last+1 per partition; a rewind goes to the first."""
-    batch = _Batch([_Msg("in", 0, 5), _Msg("in", 1, 9), _Msg("in", 0, 6), _Msg("in", 0, 7)])
-    assert [(tp.topic, tp.partition, tp.offset) for tp in batch.next_offsets()] == [
+    batch = Batch([_Msg("in", 0, 5), _Msg("in", 1, 9), _Msg("in", 0, 6), _Msg("in", 0, 7)])
+    assert batch.next_offsets() == [
         ("in", 0, 8),
         ("in", 1, 10),
     ]
@@ -119,3 +138,143 @@ def test_trackers_read_committed_by_default_and_the_variable_switches_it() -> No
     assert (tuned.transaction_batch_size, tuned.transaction_batch_ms) == (50, 20)
     with pytest.raises(ConfigError):
         Settings(transaction_batch_size=0)
+
+
+def _core(**kwargs: Any) -> ProcessingCore:
+    options: dict[str, Any] = {"batch_size": 3, "batch_ms": 100, "retry_backoff": 0.5}
+    return ProcessingCore(**(options | kwargs))
+
+
+def test_a_batch_closes_when_full_or_its_window_after_the_first_record_is_over() -> None:
+    """The window opens with the first record, not when collecting began; size closes it too."""
+    core = _core()
+    batch = core.collecting()
+    assert batch.closes_in(10.0) is None
+    assert not batch.done(10.0)
+    core.fetched(batch, [_Msg("in", 0, 0)], 10.0)
+    assert batch.closes_in(10.04) == pytest.approx(0.06)
+    assert not batch.done(10.09)
+    assert batch.done(10.1)
+    core.fetched(batch, [_Msg("in", 0, 1), _Msg("in", 0, 2)], 10.05)
+    assert (batch.room, batch.done(10.05)) == (0, True)
+
+
+def test_a_revoke_drops_the_collecting_batchs_records_and_forgets_the_partition() -> None:
+    """Records of a revoked partition leave the batch; all_at_end looks at what is assigned."""
+    core = _core(batch_size=10)
+    core.assigned([("in", 0), ("in", 1)])
+    batch = core.collecting()
+    core.fetched(batch, [_Msg("in", 0, 4), _Msg("in", 1, 7)], 0.0)
+    core.at_end("in", 1)
+    assert not core.all_at_end()
+    core.revoked([("in", 0)])
+    assert batch.first_offsets() == {("in", 1): 7}
+    core.fetched(batch, [_Msg("in", 1, 8)], 0.0)
+    assert not core.all_at_end()  # a record read after the end: not at the end any more
+    core.at_end("in", 1)
+    assert core.all_at_end()
+
+
+@pytest.mark.parametrize("dead_letters", [True, False])
+def test_a_handler_failing_on_one_input_aborts_until_its_retries_are_used_up(
+    dead_letters: bool,
+) -> None:
+    """handler_retries=2: two aborts, then (dead letters on) a third abort and a dead letter
+    on the next attempt, or (off) the error raised on the third failure."""
+    core = _core(handler_retries=2, dead_letters=dead_letters)
+    where = ("in", 0, 5)
+    assert core.admit(where).step is Step.HANDLE
+    assert core.handler_failed(where, "ValueError: 1") is Step.ABORT
+    assert core.handler_failed(where, "ValueError: 2") is Step.ABORT
+    third = core.handler_failed(where, "ValueError: 3")
+    if not dead_letters:
+        assert third is Step.RAISE
+        return
+    assert third is Step.ABORT
+    admission = core.admit(where)
+    assert (admission.step, admission.attempts, admission.error) == (
+        Step.DEAD_LETTER,
+        3,
+        "ValueError: 3",
+    )
+    assert core.admit(("in", 0, 6)).step is Step.HANDLE  # only that input
+
+
+def test_committing_counts_the_batch_forgets_its_failures_and_resets_the_backoff() -> None:
+    """Backoff doubles per abort up to 5 s; a commit resets it and the inputs' failure counts."""
+    core = _core(handler_retries=5)
+    batch = core.collecting()
+    core.fetched(batch, [_Msg("in", 0, 1), _Msg("in", 0, 2)], 0.0)
+    core.handler_failed(("in", 0, 2), "boom")
+    delays = [core.backing_off("x").delay for _ in range(6)]
+    assert delays == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
+    batch.written, batch.dead_reasons = 3, ["handler_failed"]
+    core.committed(batch)
+    assert (core.handled, core.written, core.dead_lettered) == (2, 3, 1)
+    assert core.committed_count == 1
+    assert core.attempts(("in", 0, 2)) == 0
+    assert core.backing_off("x").delay == 0.5
+
+
+def test_aborting_empties_the_batch_and_says_where_to_seek_back_to() -> None:
+    """An aborted batch counts nothing it wrote and is read again from its first offsets."""
+    core = _core(batch_size=10)
+    batch = core.collecting()
+    core.fetched(batch, [_Msg("in", 0, 3), _Msg("in", 2, 9), _Msg("in", 0, 4)], 0.0)
+    batch.written = 2
+    assert core.aborted(batch) == {("in", 0): 3, ("in", 2): 9}
+    assert (batch.records, batch.written, core.aborted_count, core.handled) == ([], 0, 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("exc", "abort", "retry_in"),
+    [
+        (AbortBatch("handler failed", 0.25), True, 0.25),
+        (FencedError("fenced"), False, None),
+        (RegistryUnavailableError("registry down"), True, 0.5),
+        (DecodeError(DecodeReason.NOT_CONFLUENT_FRAMING, "garbage"), True, None),
+        (ValueError("a bug"), True, None),
+        (KeyboardInterrupt(), True, None),
+    ],
+)
+def test_recovery_aborts_unless_fenced_and_retries_only_what_is_not_the_batchs_fault(
+    exc: BaseException, abort: bool, retry_in: float | None
+) -> None:
+    """Abort-and-retry errors and outages retry; fenced raises without an abort; the rest
+    abort and raise."""
+    recovery = _core().recovery(exc)
+    assert (recovery.abort, recovery.retry_in) == (abort, retry_in)
+
+
+@pytest.mark.parametrize(
+    ("retriable", "dead_letters", "step"),
+    [(True, True, Step.ABORT), (False, True, Step.DEAD_LETTER), (False, False, Step.RAISE)],
+)
+def test_an_undecodable_input_waits_out_the_registry_or_is_dead_lettered(
+    retriable: bool, dead_letters: bool, step: Step
+) -> None:
+    """A registry outage is not the record's fault; garbage is dead-lettered or raised."""
+    assert _core(dead_letters=dead_letters).decode_failed(retriable=retriable) is step
+
+
+def test_a_handler_result_is_read_as_outputs_and_anything_else_is_refused() -> None:
+    """None is no output, one Output is one, a generator is read; other items are a TypeError."""
+    out = Output("payments.review", _event())
+    assert as_outputs(None) == []
+    assert as_outputs(out) == [out]
+    assert as_outputs(o for o in (out, out)) == [out, out]
+    assert checked_outputs([out]) == [out]
+    with pytest.raises(TypeError, match="must return Outputs"):
+        checked_outputs([out, "payments.review"])
+
+
+def test_the_processor_takes_kafka_options_and_warns_about_the_old_name() -> None:
+    """kafka_options= like the producer and trackers; kafka_overrides= still works, deprecated."""
+    assert PaymentProcessor(Settings(), kafka_options={"linger.ms": "1"})._overrides == {
+        "linger.ms": "1"
+    }
+    with pytest.warns(DeprecationWarning, match="kafka_options"):
+        old = PaymentProcessor(Settings(), kafka_overrides={"linger.ms": "2"})
+    assert old._overrides == {"linger.ms": "2"}
+    with pytest.raises(ConfigError), pytest.warns(DeprecationWarning, match="deprecated"):
+        PaymentProcessor(Settings(), kafka_options={}, kafka_overrides={"linger.ms": "2"})
