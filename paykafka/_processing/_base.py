@@ -240,7 +240,7 @@ class ProcessorBase:
 
     def _abort(self, batch: Batch, why: str) -> None:
         """Abort the open transaction (if any) and seek back to the batch's first offsets."""
-        producer, consumer, _ = self._started()
+        producer = self._started()[0]
         log.warning("aborting the transaction of %d input(s): %s", len(batch.records), why)
         try:
             # Records still being sent race the abort: librdkafka may end the transaction while
@@ -256,12 +256,19 @@ class ProcessorBase:
                 self._renew_producer(err)
             elif err.code() != _RdKafkaError._STATE:  # _STATE: no transaction was open
                 raise self._kafka_error(err, "aborting the transaction") from None
-        for (topic, partition), offset in self._core.aborted(batch).items():
+        self._seek_back(self._core.aborted(batch))
+
+    def _seek_back(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Seek the consumer back (never waits), so those records are read again."""
+        consumer = self._consumer
+        if consumer is None:  # closed: the group's next owner starts at the committed offsets
+            return
+        for (topic, partition), offset in offsets.items():
             try:
                 consumer.seek(TopicPartition(topic, partition, offset))
             except KafkaException as exc:
                 # Revoked meanwhile: its next owner starts at the committed offset, which is
-                # this batch's first one, since the batch was not committed.
+                # the first one not committed, so nothing is skipped.
                 log.info("cannot seek back to %s[%d]@%d: %s", topic, partition, offset, exc)
 
     def _renew_producer(self, err: Any) -> None:
