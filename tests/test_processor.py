@@ -159,6 +159,29 @@ def test_a_batch_closes_when_full_or_its_window_after_the_first_record_is_over()
     assert (batch.room, batch.done(10.05)) == (0, True)
 
 
+def test_records_queued_during_a_transaction_count_their_window_from_its_start() -> None:
+    """While inputs keep coming, a batch's window counts from the end of the previous
+    collection (as commit.interval.ms does), not from the read after a slow commit; after an
+    idle spell (an empty collection) from the first record again."""
+    core = _core(batch_size=10)
+    first = core.collecting()
+    core.fetched(first, [_Msg("in", 0, 0)], 5.0, queued=True)  # no previous batch
+    assert first.closes_in(5.0) == pytest.approx(0.1)
+    core.collected(first, 5.1)  # its transaction took 0.08 s
+    second = core.collecting()
+    core.fetched(second, [_Msg("in", 0, 1)], 5.18, queued=True)
+    assert second.closes_in(5.18) == pytest.approx(0.02)
+    core.collected(second, 5.2)
+    third = core.collecting()
+    core.fetched(third, [], 5.25, queued=True)
+    core.fetched(third, [_Msg("in", 0, 2)], 5.26)  # arrived after the collection began
+    assert third.closes_in(5.26) == pytest.approx(0.1)
+    core.collected(core.collecting(), 6.0)  # an empty collection: idle
+    fourth = core.collecting()
+    core.fetched(fourth, [_Msg("in", 0, 3)], 7.0, queued=True)
+    assert fourth.closes_in(7.0) == pytest.approx(0.1)
+
+
 def test_a_revoke_drops_the_collecting_batchs_records_and_forgets_the_partition() -> None:
     """Records of a revoked partition leave the batch; all_at_end looks at what is assigned."""
     core = _core(batch_size=10)

@@ -458,8 +458,11 @@ class ProcessorBase:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def _fetched(self, batch: Batch, messages: list[Any], now: float) -> None:
-        """Feed what ``consume()`` returned: records to the batch, errors handled."""
+    def _fetched(
+        self, batch: Batch, messages: list[Any], now: float, *, queued: bool = False
+    ) -> None:
+        """Feed what ``consume()`` returned: records to the batch, errors handled.
+        ``queued``: the first read of a collection, of what waited in the client."""
         good: list[Any] = []
         for msg in messages:
             if msg.error() is None:
@@ -468,11 +471,11 @@ class ProcessorBase:
             # In order: an end-of-partition after records of it must not be undone by feeding
             # those records afterwards.
             if good:
-                self._core.fetched(batch, good, now)
+                self._core.fetched(batch, good, now, queued=queued)
                 good = []
             self._on_message_error(msg)
         if good:
-            self._core.fetched(batch, good, now)
+            self._core.fetched(batch, good, now, queued=queued)
 
     def _idle_done(self, idle_for: float, idle_timeout: float | None, stop_at_end: bool) -> bool:
         """After an empty batch: whether ``run()`` stops (end reached, or idle too long)."""

@@ -149,20 +149,22 @@ class PaymentProcessor(ProcessorBase):
         after the first one; a partition revoked meanwhile is dropped (see ``_on_revoke``)."""
         consumer = self._started()[1]
         batch = self._core.collecting()
+        # What waited in librdkafka while the last transaction ran (never waits).
+        self._fetched(batch, consumer.consume(batch.room, 0), time.monotonic(), queued=True)
         while not self._stop.is_set():
             now = time.monotonic()
             if batch.done(now):
                 break
             left = batch.closes_in(now)
             if left is None:
-                # What librdkafka already holds, else the first record to arrive: consume(n, t)
-                # waits for all n, which at a trickle would delay the first by the whole t.
-                messages = consumer.consume(batch.room, 0) or consumer.consume(1, FIRST_RECORD_WAIT)
+                # The first record to arrive: consume(n, t) waits for all n, which at a
+                # trickle would delay the first by the whole t.
+                self._fetched(batch, consumer.consume(1, FIRST_RECORD_WAIT), time.monotonic())
+                if not batch.records:
+                    break  # nothing within FIRST_RECORD_WAIT: let run() check its stop conditions
             else:
-                messages = consumer.consume(batch.room, left)
-            self._fetched(batch, messages, time.monotonic())
-            if left is None and not batch.records and not messages:
-                break  # nothing within FIRST_RECORD_WAIT: let run() check its stop conditions
+                self._fetched(batch, consumer.consume(batch.room, left), time.monotonic())
+        self._core.collected(batch, time.monotonic())
         return batch
 
     def _process(self, handler: Handler, batch: Batch) -> None:

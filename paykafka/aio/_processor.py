@@ -179,14 +179,17 @@ class AsyncPaymentProcessor(ProcessorBase):
         consumer = self._started()[1]
         batch = self._core.collecting()
         give_up = time.monotonic() + FIRST_RECORD_WAIT
+        queued = True  # the first read: what waited in librdkafka while the last commit ran
         try:
             while not self._stopping:
+                messages = consumer.consume(batch.room, 0)
                 now = time.monotonic()
+                self._fetched(batch, messages, now, queued=queued)
+                queued = False
                 if batch.done(now):
                     break
-                messages = consumer.consume(batch.room, 0)
-                self._fetched(batch, messages, time.monotonic())
                 if messages:
+                    await asyncio.sleep(0)  # records trickling in must not hold the loop
                     continue
                 left = batch.closes_in(now)
                 if left is None:
@@ -199,6 +202,7 @@ class AsyncPaymentProcessor(ProcessorBase):
             # processor if it runs again, else by whoever owns the partitions next).
             self._seek_back(batch.first_offsets())
             raise
+        self._core.collected(batch, time.monotonic())
         return batch
 
     async def _process(self, handler: AsyncHandler, batch: Batch) -> None:
