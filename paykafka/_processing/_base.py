@@ -85,12 +85,12 @@ class ProcessorBase:
 
     ``output_topics`` are checked (schema admitted, topic created when ``create_topic``) at
     start; a topic a handler names later is checked on first use. Batches hold up to
-    ``transaction_batch_size`` inputs and wait at most ``transaction_batch_ms`` after the first
-    (``Settings``). A handler that raises aborts the batch, which is handled again after
-    ``retry_backoff`` (doubling); after ``handler_retries`` failures on the same input it is
-    dead-lettered inside the transaction (or, with ``dead_letters=False``, the error is raised
-    and the processor stops). ``kafka_options`` are librdkafka settings for this processor's
-    consumer and producer (``kafka_overrides`` is their deprecated old name).
+    ``transaction_batch_size`` inputs, and an input waits at most ``transaction_batch_ms`` for
+    its transaction (``Settings``). A handler that raises aborts the batch, which is handled
+    again after ``retry_backoff`` (doubling); after ``handler_retries`` failures on the same
+    input it is dead-lettered inside the transaction (or, with ``dead_letters=False``, the
+    error is raised and the processor stops). ``kafka_options`` are librdkafka settings for
+    this processor's consumer and producer (``kafka_overrides`` is their deprecated old name).
     """
 
     def __init__(
