@@ -6,6 +6,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from paykafka import (
     ConfigError,
@@ -301,3 +303,51 @@ def test_the_processor_takes_kafka_options_and_warns_about_the_old_name() -> Non
     assert old._overrides == {"linger.ms": "2"}
     with pytest.raises(ConfigError), pytest.warns(DeprecationWarning, match="deprecated"):
         PaymentProcessor(Settings(), kafka_options={}, kafka_overrides={"linger.ms": "2"})
+
+
+@given(
+    fails=st.lists(st.integers(min_value=0, max_value=5), min_size=1, max_size=12),
+    retries=st.integers(min_value=0, max_value=3),
+    dead_letters=st.booleans(),
+)
+def test_a_batch_retried_by_the_core_ends_with_every_input_handled_or_dead_lettered_once(
+    fails: list[int], retries: int, dead_letters: bool
+) -> None:
+    """A batch whose handler fails ``fails[i]`` times on input i, retried as a shell retries
+    it: with dead letters, inputs failing more than ``retries`` times are dead-lettered, the
+    rest handled, with one abort per failure counted; without, the first such input raises."""
+    core = _core(batch_size=len(fails), handler_retries=retries, dead_letters=dead_letters)
+    left = list(fails)
+    outcome: dict[int, str] = {}
+    raised_at = None
+    for _attempt in range(100):
+        batch = core.collecting()
+        core.fetched(batch, [_Msg("in", 0, i) for i in range(len(fails))], 0.0)
+        outcome = {}
+        aborted = False
+        for msg in batch.records:
+            where = ("in", 0, msg.offset())
+            if core.admit(where).step is Step.DEAD_LETTER:
+                outcome[msg.offset()] = "dead"
+                batch.dead_reasons.append("handler_failed")
+                continue
+            if left[msg.offset()]:
+                left[msg.offset()] -= 1
+                step = core.handler_failed(where, "boom")
+                if step is Step.RAISE:
+                    raised_at = msg.offset()
+                core.aborted(batch)
+                aborted = True
+                break
+            outcome[msg.offset()] = "handled"
+        if raised_at is not None or not aborted:
+            break
+    too_many = [i for i, f in enumerate(fails) if f > retries]
+    if not dead_letters and too_many:
+        assert raised_at == too_many[0]
+        return
+    assert raised_at is None
+    core.committed(batch)
+    assert outcome == {i: "dead" if f > retries else "handled" for i, f in enumerate(fails)}
+    assert core.aborted_count == sum(min(f, retries + 1) for f in fails)
+    assert (core.handled, core.dead_lettered) == (len(fails), len(too_many))
