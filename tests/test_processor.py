@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaException
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -20,6 +23,7 @@ from paykafka import (
     RegistryUnavailableError,
     Settings,
 )
+from paykafka._processing._base import WedgedCallError, call_within
 from paykafka._processing._core import (
     AbortBatch,
     Batch,
@@ -351,3 +355,26 @@ def test_a_batch_retried_by_the_core_ends_with_every_input_handled_or_dead_lette
     assert outcome == {i: "dead" if f > retries else "handled" for i, f in enumerate(fails)}
     assert core.aborted_count == sum(min(f, retries + 1) for f in fails)
     assert (core.handled, core.dead_lettered) == (len(fails), len(too_many))
+
+
+def test_a_call_that_never_returns_is_given_up_after_its_deadline() -> None:
+    """librdkafka#5511: send_offsets_to_transaction can block forever; the processor must not."""
+    release = threading.Event()
+    began = time.monotonic()
+    with pytest.raises(WedgedCallError, match=r"send-offsets did not return within 0\.2 s"):
+        call_within(release.wait, 0.2, "send-offsets")
+    assert 0.2 <= time.monotonic() - began < 5
+    release.set()  # the abandoned thread ends once the call returns
+
+
+def test_a_bounded_call_returns_or_raises_in_the_callers_thread() -> None:
+    """What the bounded call returns or raises reaches its caller; it ran on its own thread."""
+    ran_in: list[str] = []
+    call_within(lambda: ran_in.append(threading.current_thread().name), 5, "send-offsets")
+    assert ran_in == ["paykafka-send-offsets"]
+
+    def fail() -> None:
+        raise KafkaException("coordinator not available")
+
+    with pytest.raises(KafkaException, match="coordinator not available"):
+        call_within(fail, 5, "send-offsets")

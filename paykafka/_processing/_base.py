@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -50,13 +51,24 @@ from paykafka._schema import PaymentSchema, load_schema
 from paykafka._serde import EventDeserializer, EventSerializer
 from paykafka._settings import Settings, client_kafka_options
 
-__all__ = ["FIRST_RECORD_WAIT", "Decoded", "ProcessorBase", "fatal_error"]
+__all__ = [
+    "FIRST_RECORD_WAIT",
+    "Decoded",
+    "ProcessorBase",
+    "WedgedCallError",
+    "call_within",
+    "fatal_error",
+]
 
 log = logging.getLogger("paykafka.processor")
 
 _UNREACHABLE = frozenset({"_TRANSPORT", "_TIMED_OUT", "_ALL_BROKERS_DOWN", "_RESOLVE"})
 #: Seconds an empty batch waits for its first record before run() checks its stop conditions.
 FIRST_RECORD_WAIT = 0.2
+
+#: How long past its own timeout a librdkafka transactional call may take before it is
+#: considered stuck for good (see :func:`call_within`).
+WEDGE_GRACE = 5.0
 
 #: A decoded input: (writer schema id, event).
 Decoded = tuple[int, PaymentEvent]
@@ -78,6 +90,40 @@ def fatal_error(err: Any, transactional_id: str) -> TransactionError:
         "transaction is aborted and its inputs will be handled again; start the processor anew",
         code=err.name(),
     )
+
+
+class WedgedCallError(Exception):
+    """A librdkafka call did not return within its deadline (see :func:`call_within`)."""
+
+
+def call_within(fn: Callable[[], Any], timeout: float, what: str) -> None:
+    """Run ``fn`` on a thread of its own and give up on it after ``timeout`` seconds.
+
+    Why: ``send_offsets_to_transaction`` ignores its own timeout and can block forever when
+    the group coordinator dies and drops out of the cluster metadata (librdkafka#5456,
+    #5511; seen here when a broker is SIGKILLed). A processor blocked there stops for good
+    without a word. On timeout the call is abandoned: its daemon thread keeps the producer
+    alive (destroying a client while a thread is inside it is not safe), and the caller
+    replaces the producer. Exceptions of ``fn`` are raised here, in the caller's thread.
+    """
+    outcome: list[BaseException | None] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"paykafka-{what}", daemon=True).start()
+    if not done.wait(timeout):
+        raise WedgedCallError(f"{what} did not return within {timeout:g} s")
+    if outcome[0] is not None:
+        raise outcome[0]
 
 
 class ProcessorBase:
@@ -230,18 +276,44 @@ class ProcessorBase:
         """Send the batch's next offsets into the transaction and commit it."""
         producer, consumer, _ = self._started()
         offsets = [TopicPartition(t, p, o) for t, p, o in batch.next_offsets()]
-        self._call(
-            lambda: producer.send_offsets_to_transaction(
-                offsets, consumer.consumer_group_metadata(), self._timeout
-            ),
-            "sending the inputs' offsets",
-        )
+        group = consumer.consumer_group_metadata()
+        try:
+            self._call(
+                lambda: call_within(
+                    lambda: producer.send_offsets_to_transaction(offsets, group, self._timeout),
+                    self._timeout + WEDGE_GRACE,
+                    "send-offsets",
+                ),
+                "sending the inputs' offsets",
+            )
+        except WedgedCallError as exc:
+            raise self._core.backing_off(
+                f"sending the inputs' offsets: {exc}", wedged=True
+            ) from None
         self._call(lambda: producer.commit_transaction(self._timeout), "committing", retry=True)
 
-    def _abort(self, batch: Batch, why: str) -> None:
-        """Abort the open transaction (if any) and seek back to the batch's first offsets."""
+    def _abort(self, batch: Batch, why: str, wedged: bool = False) -> None:
+        """Abort the open transaction (if any) and seek back to the batch's first offsets.
+
+        A ``wedged`` producer is stuck inside a call and cannot abort: a new producer claims
+        the id, which makes the broker abort the stuck one's transaction.
+        """
         producer = self._started()[0]
         log.warning("aborting the transaction of %d input(s): %s", len(batch.records), why)
+        if wedged:
+            log.error(
+                "the transactional producer is stuck (librdkafka#5511, after a group "
+                "coordinator died): a new producer claims %s and the batch is handled again",
+                self.transactional_id,
+            )
+            self._producer = None  # left to the thread stuck in it; never flushed or closed
+            self._producer = self._new_producer()
+        else:
+            self._abort_open(producer)
+        self._seek_back(self._core.aborted(batch))
+
+    def _abort_open(self, producer: Producer) -> None:
+        """Abort with ``producer``; one in a fatal state (not fenced) is replaced."""
         try:
             # Records still being sent race the abort: librdkafka may end the transaction while
             # a partition is being added to it, which the broker refuses as INVALID_TXN_STATE
@@ -256,7 +328,6 @@ class ProcessorBase:
                 self._renew_producer(err)
             elif err.code() != _RdKafkaError._STATE:  # _STATE: no transaction was open
                 raise self._kafka_error(err, "aborting the transaction") from None
-        self._seek_back(self._core.aborted(batch))
 
     def _seek_back(self, offsets: dict[tuple[str, int], int]) -> None:
         """Seek the consumer back (never waits), so those records are read again."""

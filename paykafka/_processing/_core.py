@@ -194,14 +194,21 @@ class Recovery:
     #: Seconds to wait before reading the batch again; ``None``: raise the error.
     retry_in: float | None
     why: str
+    #: The producer is stuck in a call: replace it rather than abort with it.
+    wedged: bool = False
 
 
 class AbortBatch(Exception):  # noqa: N818 - control flow, never seen by callers
-    """The batch in hand is aborted and handled again after ``delay`` seconds."""
+    """The batch in hand is aborted and handled again after ``delay`` seconds.
 
-    def __init__(self, why: str, delay: float = 0.0) -> None:
+    ``wedged``: the producer is stuck inside a call that never returned, so it cannot abort;
+    it is replaced instead (claiming the id anew aborts its transaction on the broker).
+    """
+
+    def __init__(self, why: str, delay: float = 0.0, *, wedged: bool = False) -> None:
         super().__init__(why)
         self.delay = delay
+        self.wedged = wedged
 
 
 @attrs.define
@@ -414,15 +421,16 @@ class ProcessingCore:
         batch.reset_effects()
         return first
 
-    def backing_off(self, why: str) -> AbortBatch:
+    def backing_off(self, why: str, *, wedged: bool = False) -> AbortBatch:
         """Abort and handle the batch again after the current backoff, which then doubles."""
         delay, self._backoff = self._backoff, min(self._backoff * 2, MAX_BACKOFF)
-        return AbortBatch(why, delay)
+        return AbortBatch(why, delay, wedged=wedged)
 
     def recovery(self, exc: BaseException) -> Recovery:
         """What an error raised while a batch's transaction was open means.
 
-        - ``AbortBatch``: abort, then read the batch again after its delay;
+        - ``AbortBatch``: abort (or, ``wedged``, replace the stuck producer), then read the
+          batch again after its delay;
         - ``TransactionError`` (fenced or broken for good): raise; there is nothing left to
           abort with;
         - another retriable paykafka error (a registry or broker outage met on the way, such
@@ -432,7 +440,7 @@ class ProcessingCore:
           again by whoever runs next, and raise.
         """
         if isinstance(exc, AbortBatch):
-            return Recovery(abort=True, retry_in=exc.delay, why=str(exc))
+            return Recovery(abort=True, retry_in=exc.delay, why=str(exc), wedged=exc.wedged)
         if isinstance(exc, TransactionError):
             return Recovery(abort=False, retry_in=None, why=str(exc))
         if isinstance(exc, PayKafkaError) and exc.retriable:

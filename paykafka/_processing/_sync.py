@@ -177,7 +177,7 @@ class PaymentProcessor(ProcessorBase):
             except BaseException as exc:
                 recovery = self._core.recovery(exc)
                 if recovery.abort:
-                    self._abort(batch, recovery.why)
+                    self._abort(batch, recovery.why, recovery.wedged)
                 if recovery.retry_in is None:
                     raise
                 if recovery.retry_in:

@@ -217,7 +217,7 @@ class AsyncPaymentProcessor(ProcessorBase):
             except BaseException as exc:
                 recovery = self._core.recovery(exc)
                 if recovery.abort:
-                    await self._off_loop(self._abort, batch, recovery.why)
+                    await self._off_loop(self._abort, batch, recovery.why, recovery.wedged)
                 if recovery.retry_in is None:
                     raise
                 if recovery.retry_in:
