@@ -97,8 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"paykafka {env['paykafka']} vs confluent-kafka {env['confluent_kafka']} "
             f"(librdkafka {env['librdkafka']}), fastavro {env['fastavro']}, "
-            f"Python {env['python']}, {env['cpus']} CPUs (load {env['load_average'][0]}); "
-            f"{report['seconds']} s\n"
+            f"Python {env['python']}, {env['cpus']} CPUs (load {env['load_average'][0]}), "
+            f"consumers {env['isolation_level']}; {report['seconds']} s\n"
         )
         print(render(rows))
     return 0
@@ -118,6 +118,8 @@ def _environment(settings: Settings) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         # Rates of CPU-bound paths fall when others load the machine: say how loaded it was.
         "load_average": [round(x, 1) for x in os.getloadavg()],
+        # Both pipelines' consumers read at this level (Settings.consumer_config).
+        "isolation_level": settings.isolation_level,
         "bootstrap_servers": settings.bootstrap_servers,
         "registry_url": settings.registry_url,
         "argv": sys.argv[1:],

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import decimal
 import uuid
+from binascii import hexlify, unhexlify
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -57,6 +58,33 @@ _SMALL = tuple(bytes((i,)) for i in range(128))
 _LENGTH = tuple(bytes((2 * i,)) for i in range(64))
 _UUID_PREFIX = _LENGTH[_UUID_TEXT]
 _CURRENCIES = {code: _LENGTH[len(code)] + code.encode() for code in MINOR_UNITS}
+
+
+_new, _set = object.__new__, object.__setattr__
+# Looked up once: an enum member read through its class is a descriptor call in Python.
+_UUID, _UNKNOWN = uuid.UUID, uuid.SafeUUID.unknown
+
+
+def uuid_from_text(raw: bytes) -> uuid.UUID:
+    """``uuid.UUID(raw.decode())``, quicker for the 32 hex digits every writer sends.
+
+    Why: building a UUID from its text was a tenth of decoding an event. Only 32 hex digits
+    with hyphens (anywhere, as ``UUID()`` allows) take the quick way, which builds the very
+    object ``UUID()`` would, the way unpickling does; anything else goes through ``UUID()``,
+    which accepts or raises exactly as always.
+    """
+    digits = raw.replace(b"-", b"")
+    if len(digits) == 32:
+        try:
+            value = int.from_bytes(unhexlify(digits), "big")  # strict: hex digits only
+        except ValueError:
+            pass
+        else:
+            out = _new(_UUID)
+            _set(out, "int", value)
+            _set(out, "is_safe", _UNKNOWN)
+            return out
+    return uuid.UUID(raw.decode())
 
 
 def _varint(value: int) -> bytes:
@@ -272,10 +300,12 @@ def build_encoder(parsed: Mapping[str, Any], header: bytes) -> Encoder | None:
         ):
             return None
         amount = units.to_bytes((units.bit_length() + 8) // 8, "big", signed=True)
+        # str(payment_id).encode(), in a third less time: the 8-4-4-4-12 hex groups.
+        hex_ = hexlify(event.payment_id.int.to_bytes(16, "big"))
         parts = [
             header,
             uuid_prefix,
-            str(event.payment_id).encode(),
+            b"-".join((hex_[:8], hex_[8:12], hex_[12:16], hex_[16:20], hex_[20:])),
             lengths[size] if size < 64 else _varint(size),
             user,
             lengths[len(amount)],
@@ -418,7 +448,7 @@ def build_decoder(  # noqa: PLR0915 - the decoder below is unrolled on purpose
         if data[_HEADER_SIZE] != 2 * _UUID_TEXT:
             return None
         pos = _HEADER_SIZE + 1 + _UUID_TEXT
-        payment_id = uuid.UUID(data[_HEADER_SIZE + 1 : pos].decode())
+        payment_id = uuid_from_text(data[_HEADER_SIZE + 1 : pos])
         # Lengths and the enum index nearly always fit one byte (an even one: zigzag of a
         # non-negative number); anything else goes through the full varint reader.
         size = data[pos]

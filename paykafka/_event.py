@@ -12,10 +12,10 @@ import enum
 import json
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Context, Decimal, InvalidOperation
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -90,7 +90,8 @@ def _visible(text: str) -> bool:
 
 def _refuse_surrogates(field: str, text: str) -> None:
     # Refused here, not at send(): a lone surrogate cannot be encoded as UTF-8 at all.
-    if _SURROGATE.search(text):
+    # (isascii() is a flag lookup: ASCII text, the common case, is not scanned.)
+    if not text.isascii() and _SURROGATE.search(text):
         raise ValidationError(
             field, "contains a lone surrogate (\\ud800-\\udfff), which is not valid Unicode text"
         )
@@ -310,24 +311,29 @@ class PaymentEvent:
             or timestamp.tzinfo is not UTC
         ):
             return None
-        try:
-            user = _to_user(user)
-            optional = [(a.name, _extra_value(a, extras.get(a.name))) for a in _EXTRAS]
-        except ValidationError:
-            return None
         whole, rest = divmod(units, 10 ** (scale - places))
         if rest or units <= 0 or units >= 10 ** (_MAX_INTEGER_DIGITS + scale):
             return None
         event = object.__new__(cls)
         set_ = object.__setattr__
+        try:
+            set_(event, "user", _to_user(user))
+            # Each optional field through its converter and validator, as the constructor
+            # does; set as it goes (no list per event: this runs for every record tracked).
+            for name, convert, attribute, validate in _EXTRA_CHECKS:
+                value = extras.get(name)
+                if convert is not None:
+                    value = convert(value)
+                if validate is not None:
+                    validate(None, attribute, value)
+                set_(event, name, value)
+        except ValidationError:
+            return None  # the half-built event is dropped; from_dict decides
         set_(event, "payment_id", payment_id)
-        set_(event, "user", user)
         set_(event, "amount", Decimal(whole).scaleb(-places, _EXACT))
         set_(event, "currency", currency)
         set_(event, "method", method)
         set_(event, "timestamp", timestamp)
-        for name, value in optional:
-            set_(event, name, value)
         return event
 
     def to_json(self) -> str:
@@ -359,15 +365,12 @@ class PaymentEvent:
 _CORE = ("payment_id", "user", "amount", "currency", "method", "timestamp")
 _EXTRAS = tuple(a for a in attrs.fields(PaymentEvent) if a.name not in _CORE)
 _EXTRA_NAMES = tuple(a.name for a in _EXTRAS)
-
-
-def _extra_value(attribute: attrs.Attribute[Any], value: Any) -> Any:
-    """``value`` through the field's converter and validator, as the constructor would."""
-    if attribute.converter is not None:
-        value = attribute.converter(value)  # type: ignore[operator]
-    if attribute.validator is not None:
-        attribute.validator(None, attribute, value)
-    return value
+# What ``_trusted`` runs per optional field: name, converter, attribute, validator.
+_EXTRA_CHECKS: tuple[
+    tuple[str, Callable[[Any], Any] | None, attrs.Attribute[Any], Callable[..., Any] | None], ...
+] = tuple(
+    (a.name, cast("Callable[[Any], Any] | None", a.converter), a, a.validator) for a in _EXTRAS
+)
 
 
 # Decimal arithmetic on the fast path must not depend on the caller's thread context.

@@ -334,9 +334,8 @@ class _ProducerBase:
             # undelivered by flush(), so nothing is lost by starting anyway.
             log.warning("cannot check that topic %s exists: %s", self.settings.topic, exc)
 
-    def _encode(self, event: PaymentEvent) -> tuple[bytes, bytes]:
+    def _encode(self, event: PaymentEvent, serialize: EventSerializer) -> tuple[bytes, bytes]:
         """The record's value and key; raises before anything is queued."""
-        serialize = self._started()[1]
         if self._watch.error is not None:  # refused once, refused for every event
             raise self._watch.error
         if not isinstance(event, PaymentEvent):
@@ -597,12 +596,12 @@ class PaymentProducer(_ProducerBase):
         at most a few hundred delivery reports per call, so a backlog (every event of an
         outage timing out together) is worked off over the next sends, not in one slow call.
         """
-        producer = self._started()[0]
-        value, key = self._encode(event)
+        producer, serialize = self._started()
+        value, key = self._encode(event, serialize)
         future = DeliveryFuture(event, self)
         if on_delivery is not None:
             future.add_done_callback(on_delivery)
-        headers = self._trace(future, key)
+        headers = None if self._telemetry is None else self._trace(future, key)
         deadline: float | None = None
         while True:
             try:

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from paykafka import PaymentEvent, PaymentMethod, ValidationError, load_schema
-from paykafka._codec import build_decoder, build_encoder
+from paykafka._codec import build_decoder, build_encoder, uuid_from_text
 from paykafka._currencies import MINOR_UNITS
 from paykafka._schema import parse_schema_text
 from paykafka._serde import EventDeserializer, EventSerializer, frame_header
@@ -275,4 +275,31 @@ def test_the_fast_path_never_declines_a_valid_event(event: PaymentEvent) -> None
     assert DECODE(data) == event, (
         "the decoder's fast path declined a valid event: PaymentEvent._trusted must set every "
         "field of the class (declare optional fields with extra(), see _event.py)"
+    )
+
+
+@given(
+    st.uuids().map(lambda u: str(u).encode())
+    | st.uuids().map(lambda u: u.hex.upper().encode())
+    | st.binary(min_size=30, max_size=40)
+    | st.text(alphabet="0123456789abcdefABCDEF-+_ {}:urnid\u0660", min_size=30, max_size=40).map(
+        str.encode
+    )
+)
+def test_uuid_from_text_is_exactly_uuid(raw: bytes) -> None:
+    """The quick UUID builder accepts what ``uuid.UUID(text)`` accepts, gives the same UUID
+    (equal, same hash, same text, same is_safe) and refuses what it refuses."""
+    try:
+        expected = uuid.UUID(raw.decode())
+    except ValueError:
+        with pytest.raises(ValueError):
+            uuid_from_text(raw)
+        return
+    got = uuid_from_text(raw)
+    assert type(got) is uuid.UUID
+    assert (got, hash(got), str(got), got.is_safe) == (
+        expected,
+        hash(expected),
+        str(expected),
+        expected.is_safe,
     )

@@ -386,6 +386,19 @@ class TrackerCore(Generic[R]):
         if self._in_flight >= self.policy.concurrency:
             return None
         if self._sequential:
+            fifo = self._fifo
+            if fifo:
+                # The usual case, in one look: the head of the queue is ready.
+                head = fifo[0]
+                if (
+                    head._state == _PENDING
+                    and head.alive
+                    and head.not_before <= now
+                    and not head._part.revoking
+                ):
+                    head._state = _IN_FLIGHT
+                    self._in_flight += 1
+                    return head
             return self._next_in_order(now)
         delayed = self._delayed
         while delayed and delayed[0][0] <= now:
@@ -623,6 +636,12 @@ class TrackerCore(Generic[R]):
         work._state = _DONE
         self._held -= 1
         self._full_since = None  # progress: the buffer is not stuck
+        # Let the handled prefix go now, not at the next commit: a second of records (and
+        # their decoded events) kept alive costs memory and, worse, garbage-collector passes
+        # over them (a third of the sequential tracker's time, measured).
+        records = work._part.records
+        while records and records[0]._state == _DONE:
+            records.popleft()
         lane = work._lane
         if lane is None:
             fifo = self._fifo

@@ -168,10 +168,10 @@ class AsyncPaymentProducer(_ProducerBase):
         (back-pressure, never a drop), raising :class:`DeliveryError` after ``queue_timeout``
         seconds of a full queue.
         """
-        producer = self._started()[0]
-        value, key = self._encode(event)
+        producer, serialize = self._started()
+        value, key = self._encode(event, serialize)
         task = DeliveryTask(event, self)
-        headers = self._trace(task, key)
+        headers = None if self._telemetry is None else self._trace(task, key)
         deadline: float | None = None
         while True:
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections import defaultdict
 
 import pytest
@@ -76,6 +77,30 @@ def test_concurrency_one_hands_out_in_fetch_order() -> None:
     assert order == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
     assert c.handled_count == 5
     assert c.held == 0
+
+
+class WeakRec(Rec):
+    """A record that can be watched for being let go."""
+
+    __slots__ = ("__weakref__",)
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_handled_records_are_let_go_at_once(concurrency: int) -> None:
+    """The core keeps no handled record (nor its decoded value) until the next commit: a
+    handled prefix is dropped as it grows, so memory does not grow with the commit interval."""
+    c = core(concurrency=concurrency)
+    batch = [WeakRec(0, i, "abcd"[i % 4]) for i in range(8)]
+    watched = [weakref.ref(r) for r in batch]
+    c.fetched(batch)
+    del batch
+    while works := drain(c):
+        for w in works:
+            w.value = object()
+            c.handled(w)
+    del works, w
+    assert [r() for r in watched] == [None] * 8
+    assert c.to_commit(0.0) == {(T, 0): 8}
 
 
 def test_same_key_waits_for_its_predecessor_other_keys_do_not() -> None:
