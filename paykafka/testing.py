@@ -47,7 +47,7 @@ from paykafka._event import PaymentEvent
 from paykafka._producer import PaymentProducer
 from paykafka._registry import RegistryClient
 from paykafka._settings import Settings
-from paykafka._tracker import PaymentTracker, TrackedEvent
+from paykafka._tracking import PaymentTracker, TrackedEvent
 
 if TYPE_CHECKING:
     from paykafka._stack import Stack

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_BEGINNING
 
-import paykafka._tracker as tracker_module
 import paykafka._tracking._sync as sync_module
 from paykafka import ConfigError, DecodeError, PaymentEvent, PaymentTracker, Settings
 
@@ -29,15 +28,12 @@ class FakeRegistry:
 
 @pytest.fixture(autouse=True)
 def fakes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every tracker here talks to fakes (both module homes, for the old and the new code)."""
+    """Every tracker here talks to fakes."""
     FakeConsumer.instances.clear()
     FakeConsumer.partitions = 2
     FakeDeadLetters.written = []
-    for module in (sync_module, tracker_module):
-        if hasattr(module, "Consumer"):
-            monkeypatch.setattr(module, "Consumer", FakeConsumer)
-        if hasattr(module, "DeadLetterWriter"):
-            monkeypatch.setattr(module, "DeadLetterWriter", FakeDeadLetters)
+    monkeypatch.setattr(sync_module, "Consumer", FakeConsumer)
+    monkeypatch.setattr(sync_module, "DeadLetterWriter", FakeDeadLetters)
 
 
 def started(**options: Any) -> tuple[PaymentTracker, FakeConsumer, FakeDecoder]:
