@@ -51,6 +51,10 @@ E2E_TARGET = 1.5
 PARTITIONS = 3
 _IDLE = 60.0
 
+#: Seconds a stock registry call may take: confluent-kafka's client waits forever by default,
+#: and one GET that never returned once hung a whole benchmark run.
+STOCK_REGISTRY_TIMEOUT = 10
+
 Pipeline = str  # "stock" or "paykafka"
 Handler = Callable[[PaymentEvent], object]
 
@@ -62,6 +66,12 @@ def fresh_settings(base: Settings, label: str) -> Settings:
     futures = admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS)])
     futures[topic].result(timeout=30)
     return attrs.evolve(base, topic=topic, group_id=f"{topic}-group", dlq_topic=f"{topic}.dlq")
+
+
+def stock_registry(settings: Settings) -> SchemaRegistryClient:
+    """confluent-kafka's registry client for the stock side, with a request timeout (a timed
+    out request is retried by the client, then raises: a run fails, it never hangs)."""
+    return SchemaRegistryClient({"url": settings.registry_url, "timeout": STOCK_REGISTRY_TIMEOUT})
 
 
 def drop(settings: Settings) -> None:
@@ -116,7 +126,7 @@ class StockProducer:
 
     def __init__(self, settings: Settings) -> None:
         self.topic = settings.topic
-        registry = SchemaRegistryClient({"url": settings.registry_url})
+        registry = stock_registry(settings)
         self.serialize = AvroSerializer(registry, load_schema(settings.schema_path).text)
         self.ctx = SerializationContext(settings.topic, MessageField.VALUE)
         self.producer = Producer(settings.producer_config())
@@ -180,7 +190,7 @@ def track(
 def _track_stock(
     settings: Settings, n: int, handler: Handler, until: Callable[[], bool] | None
 ) -> int:
-    registry = SchemaRegistryClient({"url": settings.registry_url})
+    registry = stock_registry(settings)
     deserialize = AvroDeserializer(registry)
     ctx = SerializationContext(settings.topic, MessageField.VALUE)
     consumer = Consumer(settings.consumer_config())

@@ -531,16 +531,7 @@ class PaymentProcessor:
     ) -> tuple[Iterable[Output] | Output | None, list[tuple[str, str | bytes | None]] | None]:
         """``handler(event)`` inside its ``process`` span, continuing the input's trace; the
         outputs carry that span's context, so their readers continue the same trace."""
-        key = msg.key()
-        with telemetry.handling(
-            topic=msg.topic(),
-            group=self.settings.group_id,
-            partition=msg.partition(),
-            offset=msg.offset(),
-            key=key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
-            event=event,
-            headers=msg.headers(),
-        ):
+        with telemetry.handling(msg.topic(), self.settings.group_id, event, msg):
             return handler(event), telemetry.context_headers()
 
     def _produce(

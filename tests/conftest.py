@@ -16,6 +16,9 @@ import pytest
 from _locks import ports_lock
 from _postgres import PostgresCluster
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from paykafka import Settings
 from paykafka.testing import TestStack
@@ -40,6 +43,16 @@ def create_topic(settings: Settings, topic: str, *, partitions: int = 1) -> None
 def topic_settings(paykafka_settings: Settings) -> Settings:
     """Settings on a fresh topic, subject, group and DLQ of their own, removed afterwards."""
     return paykafka_settings
+
+
+@pytest.fixture
+def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    """A tracer provider whose finished spans land in memory, synchronously, for checking."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
 
 
 #: The session's PostgreSQL cluster (the exactly-once tests); its own port, never 5432.

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from confluent_kafka import Message
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
@@ -28,15 +28,6 @@ def attributes(span: ReadableSpan) -> Mapping[str, Any]:
     """A finished span's attributes (never None once ended)."""
     assert span.attributes is not None
     return span.attributes
-
-
-@pytest.fixture
-def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider, exporter
-    provider.shutdown()
 
 
 def test_telemetry_is_none_when_everything_is_off() -> None:
@@ -80,15 +71,8 @@ def test_send_span_context_travels_in_a_traceparent_header(
     names = [name for name, _ in token.headers]
     assert "traceparent" in names
     telemetry.delivered(token, 2, 41)
-    with telemetry.handling(
-        topic="payments",
-        group="ledger",
-        partition=2,
-        offset=41,
-        key="marek",
-        event=EVENT,
-        headers=token.headers,
-    ):
+    record = Message(topic="payments", partition=2, offset=41, key=b"marek", headers=token.headers)
+    with telemetry.handling("payments", "ledger", EVENT, record):
         pass
     send, process = exporter.get_finished_spans()
     assert send.name == "send payments"
@@ -115,9 +99,7 @@ def test_record_without_trace_context_still_gets_a_consumer_span(
     """No traceparent header: a root CONSUMER span with no links."""
     provider, exporter = spans
     telemetry = Telemetry(tracer_provider=provider)
-    with telemetry.handling(
-        topic="payments", group="g", partition=0, offset=0, key=None, event=EVENT, headers=None
-    ):
+    with telemetry.handling("payments", "g", EVENT, Message(topic="payments", offset=0)):
         pass
     (process,) = exporter.get_finished_spans()
     assert process.parent is None
@@ -133,9 +115,7 @@ def test_failures_are_marked_on_spans(spans: tuple[TracerProvider, InMemorySpanE
     telemetry.failed(token, "_MSG_TIMED_OUT")
     with (
         pytest.raises(KeyError),
-        telemetry.handling(
-            topic="payments", group="g", partition=0, offset=0, key=None, event=EVENT, headers=None
-        ),
+        telemetry.handling("payments", "g", EVENT, Message(topic="payments", offset=0)),
     ):
         raise KeyError("boom")
     send, process = exporter.get_finished_spans()
@@ -156,9 +136,7 @@ def test_metrics_count_the_event_lifecycle() -> None:
     ok = telemetry.sending("t", EVENT, None)
     telemetry.delivered(ok, 0, 0)
     telemetry.failed(telemetry.sending("t", EVENT, None), "_MSG_TIMED_OUT")
-    with telemetry.handling(
-        topic="t", group="g", partition=0, offset=0, key=None, event=EVENT, headers=None
-    ):
+    with telemetry.handling("t", "g", EVENT, Message(topic="t", partition=0, offset=0)):
         pass
     telemetry.handled("t", "g")
     telemetry.retried("t", "g")
@@ -185,6 +163,28 @@ def test_metrics_count_the_event_lifecycle() -> None:
         _value(registry, "paykafka_handler_duration_seconds_count", topic="t", consumergroup="g")
         == 1
     )
+
+
+@pytest.mark.parametrize("tracing", [False, True])
+def test_a_counted_handler_call_is_handled_only_when_it_returns(
+    tracing: bool, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """handling(..., counted=True) counts the call as handled if it returns, not if it raises."""
+    registry = CollectorRegistry()
+    telemetry = Telemetry(registry=registry, tracer_provider=spans[0] if tracing else None)
+    record = Message(topic="t", partition=0, offset=0)
+    with telemetry.handling("t", "g", EVENT, record, counted=True):
+        pass
+    with pytest.raises(KeyError), telemetry.handling("t", "g", EVENT, record, counted=True):
+        raise KeyError("boom")
+    with telemetry.handling("t", "g", EVENT, record):
+        pass
+    assert _value(registry, "paykafka_events_handled_total", topic="t", consumergroup="g") == 1
+    assert (
+        _value(registry, "paykafka_handler_duration_seconds_count", topic="t", consumergroup="g")
+        == 3
+    )
+    assert len(spans[1].get_finished_spans()) == (3 if tracing else 0)
 
 
 def _stats(partitions: dict[str, dict[str, object]]) -> str:

@@ -33,11 +33,13 @@ class _Cells:
     Why not prometheus-client's own counters on the per-event paths: each ``inc()`` /
     ``observe()`` takes a lock, and a payment pipeline makes five of them per event, a cost
     comparable to producing and tracking the event itself. Here each thread adds into its own
-    list (no lock, no race: no other thread writes it) and a scrape sums the lists.
+    list (no lock, no race: no other thread writes it) and a scrape sums the lists. The hot
+    path is one thread-local lookup, one list index and one addition; a thread's first write,
+    and its first write after new series were added, take the slow path (:meth:`shard`).
     """
 
     def __init__(self) -> None:
-        self._local = threading.local()
+        self.local = threading.local()
         self._shards: list[list[float]] = []
         self._size = 0
         self._lock = threading.Lock()
@@ -47,15 +49,15 @@ class _Cells:
             start, self._size = self._size, self._size + count
             return start
 
-    def shard(self, needed: int) -> list[float]:
-        """This thread's list, at least ``needed`` long."""
-        cells: list[float] | None = getattr(self._local, "cells", None)
+    def shard(self) -> list[float]:
+        """This thread's list, made or grown to hold every series allocated so far."""
+        cells: list[float] | None = getattr(self.local, "cells", None)
         if cells is None:
-            cells = self._local.cells = []
+            cells = self.local.cells = []
             with self._lock:
                 self._shards.append(cells)
-        if len(cells) < needed:
-            cells.extend([0.0] * (max(needed, self._size) - len(cells)))
+        if len(cells) < self._size:
+            cells.extend([0.0] * (self._size - len(cells)))
         return cells
 
     def total(self, index: int) -> float:
@@ -67,15 +69,18 @@ class _Cells:
 class FastCounter:
     """One labelled counter series on :class:`_Cells`."""
 
-    __slots__ = ("_cells", "_index")
+    __slots__ = ("_cells", "_index", "_local")
 
     def __init__(self, cells: _Cells) -> None:
         self._cells = cells
+        self._local = cells.local
         self._index = cells.allocate(1)
 
     def inc(self, amount: float = 1.0) -> None:
-        i = self._index
-        self._cells.shard(i + 1)[i] += amount
+        try:
+            self._local.cells[self._index] += amount
+        except (AttributeError, IndexError):  # this thread's first write to this series
+            self._cells.shard()[self._index] += amount
 
     def value(self) -> float:
         return self._cells.total(self._index)
@@ -84,19 +89,24 @@ class FastCounter:
 class FastHistogram:
     """One labelled histogram series on :class:`_Cells`: a cell per bucket, and the sum."""
 
-    __slots__ = ("_base", "_bounds", "_cells")
+    __slots__ = ("_base", "_bounds", "_cells", "_local", "_sum")
 
     def __init__(self, cells: _Cells, bounds: tuple[float, ...]) -> None:
         self._cells = cells
+        self._local = cells.local
         self._bounds = bounds
         # One cell per bound, one for +Inf, one for the sum.
         self._base = cells.allocate(len(bounds) + 2)
+        self._sum = self._base + len(bounds) + 1
 
     def observe(self, value: float) -> None:
-        base = self._base
-        cells = self._cells.shard(base + len(self._bounds) + 2)
-        cells[base + bisect.bisect_left(self._bounds, value)] += 1
-        cells[base + len(self._bounds) + 1] += value
+        try:
+            cells = self._local.cells
+            cells[self._sum] += value
+        except (AttributeError, IndexError):  # this thread's first write to this series
+            cells = self._cells.shard()
+            cells[self._sum] += value
+        cells[self._base + bisect.bisect_left(self._bounds, value)] += 1
 
     def buckets(self) -> tuple[list[tuple[str, float]], float]:
         """Cumulative (le, count) pairs ending with +Inf, and the sum."""
@@ -105,7 +115,7 @@ class FastHistogram:
         for i, bound in enumerate((*self._bounds, float("inf"))):
             cumulative += total(self._base + i)
             out.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
-        return out, total(self._base + len(self._bounds) + 1)
+        return out, total(self._sum)
 
 
 class _Family:
