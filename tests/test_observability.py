@@ -11,9 +11,19 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Message
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
 from prometheus_client import CollectorRegistry
 
 from paykafka import ConfigError, PaymentEvent, Settings, Telemetry
@@ -105,6 +115,60 @@ def test_record_without_trace_context_still_gets_a_consumer_span(
     assert process.parent is None
     assert process.kind is SpanKind.CONSUMER
     assert list(process.links) == []
+
+
+def test_a_dropped_send_span_carries_its_decision_to_the_handler() -> None:
+    """Sampled out at the sender: the record still carries the trace (sampled flag unset), and
+    the handler's span, following its parent, is not recorded but keeps the trace current."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.0)))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry = Telemetry(tracer_provider=provider)
+    token = telemetry.sending("payments", EVENT, b"marek")
+    telemetry.delivered(token, 0, 7)
+    (traceparent,) = [value for name, value in token.headers if name == "traceparent"]
+    assert isinstance(traceparent, bytes)
+    version, trace_id, _span_id, flags = traceparent.split(b"-")
+    assert version == b"00"
+    assert not int(flags, 16) & TraceFlags.SAMPLED
+    record = Message(topic="payments", partition=0, offset=7, headers=token.headers)
+    with telemetry.handling("payments", "ledger", EVENT, record):
+        assert not trace.get_current_span().is_recording()
+        current = trace.get_current_span().get_span_context()
+        assert f"{current.trace_id:032x}".encode() == trace_id
+        inside = telemetry.context_headers()
+    assert inside is not None
+    propagated = dict(inside)["traceparent"]
+    assert isinstance(propagated, bytes)
+    assert propagated.split(b"-")[1] == trace_id
+    assert not int(propagated.split(b"-")[3], 16) & TraceFlags.SAMPLED
+    assert exporter.get_finished_spans() == ()
+    provider.shutdown()
+
+
+def test_tracestate_travels_with_the_trace(
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """A vendor's tracestate on the caller's trace reaches the record and the handler's span."""
+    provider, exporter = spans
+    telemetry = Telemetry(tracer_provider=provider)
+    caller = SpanContext(
+        trace_id=0x1234,
+        span_id=0x42,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        trace_state=TraceState([("vendor", "abc")]),
+    )
+    with trace.use_span(NonRecordingSpan(caller)):
+        token = telemetry.sending("payments", EVENT, None)
+    telemetry.delivered(token, 0, 1)
+    assert dict(token.headers)["tracestate"] == b"vendor=abc"
+    record = Message(topic="payments", partition=0, offset=1, headers=token.headers)
+    with telemetry.handling("payments", "ledger", EVENT, record):
+        pass
+    send, process = exporter.get_finished_spans()
+    assert send.context.trace_id == process.context.trace_id == 0x1234
+    assert process.context.trace_state.get("vendor") == "abc"
 
 
 def test_failures_are_marked_on_spans(spans: tuple[TracerProvider, InMemorySpanExporter]) -> None:
