@@ -251,6 +251,31 @@ def test_a_counted_handler_call_is_handled_only_when_it_returns(
     assert len(spans[1].get_finished_spans()) == (3 if tracing else 0)
 
 
+@pytest.mark.parametrize("tracing", [False, True])
+def test_call_times_and_counts_the_handler(
+    tracing: bool, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """call() times every handler call and counts only those that return; a raise propagates."""
+    registry = CollectorRegistry()
+    telemetry = Telemetry(registry=registry, tracer_provider=spans[0] if tracing else None)
+    record = Message(topic="t", partition=0, offset=0)
+    seen: list[PaymentEvent] = []
+    telemetry.call(seen.append, EVENT, "t", "g", record)
+
+    def fail(_event: PaymentEvent) -> None:
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError):
+        telemetry.call(fail, EVENT, "t", "g", record)
+    assert seen == [EVENT]
+    assert _value(registry, "paykafka_events_handled_total", topic="t", consumergroup="g") == 1
+    assert (
+        _value(registry, "paykafka_handler_duration_seconds_count", topic="t", consumergroup="g")
+        == 2
+    )
+    assert len(spans[1].get_finished_spans()) == (2 if tracing else 0)
+
+
 def _stats(partitions: dict[str, dict[str, object]]) -> str:
     return json.dumps({"type": "consumer", "topics": {"payments": {"partitions": partitions}}})
 
@@ -294,6 +319,19 @@ def test_one_metrics_object_per_registry() -> None:
     """Two clients in one process share the registry's metrics instead of clashing."""
     registry = CollectorRegistry()
     assert Metrics.for_registry(registry) is Metrics.for_registry(registry)
+
+
+def test_a_new_registry_gets_its_own_metrics_even_at_a_reused_address() -> None:
+    """Registries made and dropped one after another (often at the same address) each get
+    paykafka's metrics registered in them, not those of a registry that is gone."""
+    addresses = set()
+    for _ in range(20):
+        registry = CollectorRegistry()
+        addresses.add(id(registry))
+        Telemetry(registry=registry).sending("t", EVENT, None)
+        assert _value(registry, "paykafka_events_sent_total", topic="t") == 1
+        del registry
+    assert len(addresses) < 20, "no address was reused: this run proved nothing"
 
 
 def _snapshot(at: float, ends: tuple[int, int], committed: int, isr: tuple[int, ...]) -> Snapshot:

@@ -13,6 +13,7 @@ import bisect
 import json
 import logging
 import threading
+import weakref
 from typing import Any, ClassVar, NamedTuple
 
 from prometheus_client import REGISTRY, Gauge, start_http_server
@@ -108,6 +109,11 @@ class FastHistogram:
             cells[self._sum] += value
         cells[self._base + bisect.bisect_left(self._bounds, value)] += 1
 
+    def count(self) -> float:
+        """How many values were observed."""
+        total = self._cells.total
+        return sum(total(self._base + i) for i in range(len(self._bounds) + 1))
+
     def buckets(self) -> tuple[list[tuple[str, float]], float]:
         """Cumulative (le, count) pairs ending with +Inf, and the sum."""
         total = self._cells.total
@@ -122,10 +128,20 @@ class _Family:
     """A metric name with its labelled series, exported by :class:`_Collector`."""
 
     def __init__(
-        self, cells: _Cells, kind: str, name: str, doc: str, labels: tuple[str, ...]
+        self,
+        cells: _Cells,
+        kind: str,
+        name: str,
+        doc: str,
+        labels: tuple[str, ...],
+        *,
+        counts: _Family | None = None,
     ) -> None:
         self.cells, self.kind, self.name, self.doc, self.labels = cells, kind, name, doc, labels
         self.series: dict[tuple[str, ...], FastCounter | FastHistogram] = {}
+        #: A counter that is the observation count of this histogram family: nothing to add
+        #: per event, the histogram already counts (delivered = delivery latencies observed).
+        self.counts = counts
         self._lock = threading.Lock()
 
     def labels_(self, *values: str) -> Any:
@@ -144,9 +160,10 @@ class _Family:
     def family(self) -> Any:
         if self.kind == "counter":
             counters = CounterMetricFamily(self.name, self.doc, labels=self.labels)
-            for values, series in list(self.series.items()):
-                assert isinstance(series, FastCounter)
-                counters.add_metric(list(values), series.value())
+            source = self if self.counts is None else self.counts
+            for values, series in list(source.series.items()):
+                value = series.count() if isinstance(series, FastHistogram) else series.value()
+                counters.add_metric(list(values), value)
             return counters
         histograms = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
         for values, series in list(self.series.items()):
@@ -174,7 +191,7 @@ class _Collector(Collector):
 
 class ProducerSeries(NamedTuple):
     sent: FastCounter
-    delivered: FastCounter
+    #: Also counts the deliveries (``paykafka_events_delivered_total``).
     latency: FastHistogram
 
 
@@ -186,22 +203,23 @@ class ConsumerSeries(NamedTuple):
 class Metrics:
     """paykafka's metrics in one Prometheus registry (one instance per registry)."""
 
-    _by_registry: ClassVar[dict[int, Metrics]] = {}
+    #: Weak keys: a registry that is dropped takes its metrics with it, and a new registry
+    #: that happens to reuse its address is not mistaken for it (keying by ``id()`` did that).
+    _by_registry: ClassVar[weakref.WeakKeyDictionary[Any, Metrics]] = weakref.WeakKeyDictionary()
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, registry: Any) -> None:
         cells = _Cells()
         families: list[_Family] = []
 
-        def family(kind: str, name: str, doc: str, *labels: str) -> _Family:
-            made = _Family(cells, kind, name, doc, labels)
+        def family(
+            kind: str, name: str, doc: str, *labels: str, counts: _Family | None = None
+        ) -> _Family:
+            made = _Family(cells, kind, name, doc, labels, counts=counts)
             families.append(made)
             return made
 
         self.sent = family("counter", "paykafka_events_sent", "Events given to send()", "topic")
-        self.delivered = family(
-            "counter", "paykafka_events_delivered", "Events the broker acknowledged", "topic"
-        )
         self.failed = family(
             "counter",
             "paykafka_events_failed",
@@ -244,6 +262,13 @@ class Metrics:
             "From send() to the broker's acknowledgement",
             "topic",
         )
+        self.delivered = family(
+            "counter",
+            "paykafka_events_delivered",
+            "Events the broker acknowledged",
+            "topic",
+            counts=self.delivery_latency,
+        )
         self.handler_duration = family(
             "histogram",
             "paykafka_handler_duration_seconds",
@@ -277,7 +302,6 @@ class Metrics:
         if series is None:
             series = self._producing[topic] = ProducerSeries(
                 self.sent.labels_(topic),
-                self.delivered.labels_(topic),
                 self.delivery_latency.labels_(topic),
             )
         return series
@@ -297,9 +321,9 @@ class Metrics:
         """The metrics of ``registry`` (default: prometheus-client's), created once."""
         registry = REGISTRY if registry is None else registry
         with cls._lock:
-            metrics = cls._by_registry.get(id(registry))
+            metrics = cls._by_registry.get(registry)
             if metrics is None:
-                metrics = cls._by_registry[id(registry)] = cls(registry)
+                metrics = cls._by_registry[registry] = cls(registry)
             return metrics
 
     def observe_statistics(self, group: str | None, stats_json: str) -> None:

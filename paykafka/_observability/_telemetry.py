@@ -9,7 +9,7 @@ None`` and nothing else; with every view off, :func:`telemetry_for` returns ``No
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from time import perf_counter
 from types import TracebackType
@@ -114,8 +114,7 @@ class Telemetry:
     def delivered(self, token: SendToken, partition: int, offset: int) -> None:
         """The broker acknowledged the event."""
         series = token.series
-        if series is not None:
-            series.delivered.inc()
+        if series is not None:  # the latency histogram also counts the delivery
             series.latency.observe(perf_counter() - token.started)
         if token.span is not None and self.tracing is not None:
             self.tracing.end_send(token, partition, offset, None)
@@ -148,6 +147,32 @@ class Telemetry:
             return span
         series = self.metrics.consuming(topic, group)
         return _Handling(span, series.duration, series.handled if counted else None)
+
+    def call(
+        self,
+        handler: Callable[[PaymentEvent], object],
+        event: PaymentEvent,
+        topic: str,
+        group: str,
+        record: Record,
+    ) -> None:
+        """``handler(event)`` observed as :meth:`handling` with ``counted`` does it.
+
+        The trackers' hot path: with metrics alone it is a timer, a histogram cell and a
+        counter cell, without a context-manager object per event.
+        """
+        metrics = self.metrics
+        if self.tracing is not None or metrics is None:
+            with self.handling(topic, group, event, record, counted=True):
+                handler(event)
+            return
+        series = metrics.consuming(topic, group)
+        started = perf_counter()
+        try:
+            handler(event)
+        finally:
+            series.duration.observe(perf_counter() - started)
+        series.handled.inc()
 
     def context_headers(self) -> list[tuple[str, str | bytes | None]] | None:
         """The current span's context as record headers (for records written inside a

@@ -187,10 +187,10 @@ class ProcessSpan:
         self._token: object = None
 
     def __enter__(self) -> Any:
-        record = self._record
         parent = None
         links: Iterable[Link] = ()
-        headers = record.headers()
+        sampled = False
+        headers = self._record.headers()
         if headers:
             if isinstance(headers, Mapping):
                 headers = list(headers.items())
@@ -198,26 +198,43 @@ class ProcessSpan:
             sender = trace.get_current_span(parent).get_span_context()
             if sender.is_valid:
                 links = (Link(sender),)
+                sampled = sender.trace_flags.sampled
             else:
                 parent = None
-        name, attributes = self._shared
-        self._span = span = self._tracer.start_span(
-            name, context=parent, kind=SpanKind.CONSUMER, links=links, attributes=attributes
-        )
-        if span.is_recording():
-            per_record: dict[str, Any] = {
-                "messaging.destination.partition.id": str(record.partition()),
-                "messaging.kafka.offset": record.offset(),
-                "messaging.message.id": str(self._event.payment_id),
-            }
-            key = record.key()
-            if key is not None:
-                per_record["messaging.kafka.message.key"] = (
-                    key.decode("utf-8", "replace") if isinstance(key, bytes) else key
-                )
-            span.set_attributes(per_record)
+        name, shared = self._shared
+        if sampled:
+            # The sender's span was recorded, so (with the usual parent-based sampler) this
+            # one will be too: every attribute at the start, in one go.
+            self._span = span = self._tracer.start_span(
+                name,
+                context=parent,
+                kind=SpanKind.CONSUMER,
+                links=links,
+                attributes={**shared, **self._attributes()},
+            )
+        else:
+            self._span = span = self._tracer.start_span(
+                name, context=parent, kind=SpanKind.CONSUMER, links=links, attributes=shared
+            )
+            if span.is_recording():
+                span.set_attributes(self._attributes())
         self._token = otel_context.attach(trace.set_span_in_context(span))
         return span
+
+    def _attributes(self) -> dict[str, Any]:
+        """The attributes that differ from record to record."""
+        record = self._record
+        attributes: dict[str, Any] = {
+            "messaging.destination.partition.id": str(record.partition()),
+            "messaging.kafka.offset": record.offset(),
+            "messaging.message.id": str(self._event.payment_id),
+        }
+        key = record.key()
+        if key is not None:
+            attributes["messaging.kafka.message.key"] = (
+                key.decode("utf-8", "replace") if isinstance(key, bytes) else key
+            )
+        return attributes
 
     def __exit__(
         self,

@@ -289,8 +289,8 @@ class TrackerBase:
         self, handler: Callable[[PaymentEvent], object], work: Work[Any], event: PaymentEvent
     ) -> None:
         """``handler(event)`` inside its span; counted as handled when it returns."""
-        with self._observed(work, event, counted=True):
-            handler(event)
+        assert self._telemetry is not None
+        self._telemetry.call(handler, event, work.topic, self.settings.group_id, work.record)
 
     def _count_handled(self, work: Work[Any]) -> None:
         if self._telemetry is not None:
