@@ -7,14 +7,19 @@ letters keep every header byte for byte, so a replayed payment still belongs to 
 
 Why the code looks the way it does: a span is made per event, and the OpenTelemetry SDK's own
 work per span (ids, sampler, attribute checks, the span processor) already costs more than
-producing or tracking the event. So paykafka adds as little as it can on top: span names and
-the attributes that are the same for every record of a topic are built once; the per-record
-attributes are built only when the sampler kept the span (``is_recording()``); trace context is
-written and read as W3C headers directly (one reused propagator, no global composite, no
-throwaway carrier dicts); and the ``process`` span is a plain context manager rather than the
-SDK's two nested generator-based ones. A dropped span therefore costs the sampler's decision and
-one header, and its headers still carry the decision on (``sampled`` flag unset), so a
-parent-based sampler downstream drops the rest of that trace too.
+producing or tracking the event (docs/observability.md has the figures). So paykafka adds as
+little as it can on top: span names and the attributes every record of a topic shares are built
+once; the per-record attributes are built only for a span the sampler kept (``is_recording()``),
+or passed at the start when the sender's span was sampled; trace context is written and read as
+W3C headers directly (one reused propagator, no global composite, no carrier dict per record);
+and the ``process`` span is one plain context manager rather than the SDK's two nested
+generator-based ones. A span the sampler drops costs its decision and one header, and that
+header carries the decision on (``sampled`` flag unset), so a parent-based sampler downstream
+drops the rest of that payment's trace too.
+
+Trace context is always W3C Trace Context, whatever global propagator the application set:
+records are read by other services, and ``traceparent`` is the one format every OpenTelemetry
+SDK reads.
 """
 
 from __future__ import annotations
