@@ -24,12 +24,14 @@ from opentelemetry.trace import (
     TraceFlags,
     TraceState,
 )
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry
 
 from paykafka import ConfigError, PaymentEvent, Settings, Telemetry
 from paykafka._observability import telemetry_for
 from paykafka._observability._metrics import Metrics
 from paykafka._observability._top import Snapshot, TopicState, view
+from paykafka._observability._tracing import sender_context
 
 EVENT = PaymentEvent(user="marek", amount=Decimal("249.99"), currency="PLN", method="blik")
 
@@ -169,6 +171,49 @@ def test_tracestate_travels_with_the_trace(
     send, process = exporter.get_finished_spans()
     assert send.context.trace_id == process.context.trace_id == 0x1234
     assert process.context.trace_state.get("vendor") == "abc"
+
+
+_TRACE = "0af7651916cd43dd8448eb211c80319c"
+_SPAN = "b7ad6b7169203331"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("traceparent", f"00-{_TRACE}-{_SPAN}-01".encode())],
+        [("traceparent", f"00-{_TRACE}-{_SPAN}-00".encode()), ("tracestate", b"a=1,b=2")],
+        [("other", b"x"), ("traceparent", f"00-{_TRACE}-{_SPAN}-03")],  # str, random flag
+        [("traceparent", f"00-{_TRACE.upper()}-{_SPAN}-01".encode())],  # not lower-case hex
+        [("traceparent", f"00-{'0' * 32}-{_SPAN}-01".encode())],  # zero trace id
+        [("traceparent", f"00-{_TRACE}-{'0' * 16}-01".encode())],  # zero span id
+        [("traceparent", f"ff-{_TRACE}-{_SPAN}-01".encode())],  # forbidden version
+        [("traceparent", f"01-{_TRACE}-{_SPAN}-01-future".encode())],  # later version
+        [("traceparent", f"00-{_TRACE}-{_SPAN}-01-extra".encode())],  # 00 allows nothing more
+        [("traceparent", f" 00-{_TRACE}-{_SPAN}-01".encode())],  # leading space
+        [("traceparent", b"garbage"), ("tracestate", b"a=1")],
+        [("traceparent", None)],
+        [("tracestate", b"a=1")],
+    ],
+)
+def test_trace_headers_read_as_the_sdk_reads_them(headers: list[tuple[str, Any]]) -> None:
+    """paykafka's reading of a record's trace headers agrees with the SDK's W3C propagator."""
+    carrier = {
+        name: value.decode() if isinstance(value, bytes) else value
+        for name, value in headers
+        if value is not None
+    }
+    expected = trace.get_current_span(
+        TraceContextTextMapPropagator().extract(carrier)
+    ).get_span_context()
+    found = sender_context(headers)
+    if not expected.is_valid:
+        assert found is None
+    else:
+        assert found == expected
+        assert found is not None
+        assert found.trace_flags == expected.trace_flags
+        assert found.trace_state == expected.trace_state
+        assert found.is_remote
 
 
 def test_failures_are_marked_on_spans(spans: tuple[TracerProvider, InMemorySpanExporter]) -> None:

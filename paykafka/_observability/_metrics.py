@@ -293,14 +293,15 @@ class Metrics:
             registry=registry,
         )
         self._lag_seen: dict[str | None, set[tuple[str, str, str]]] = {}
-        self._producing: dict[str, ProducerSeries] = {}
-        self._consuming: dict[tuple[str, str], ConsumerSeries] = {}
+        #: The per-event series by topic / (topic, group), for the hot paths to look up.
+        self.by_topic: dict[str, ProducerSeries] = {}
+        self.by_group: dict[tuple[str, str], ConsumerSeries] = {}
 
     def producing(self, topic: str) -> ProducerSeries:
         """The per-event series of one topic's producers, looked up once per topic."""
-        series = self._producing.get(topic)
+        series = self.by_topic.get(topic)
         if series is None:
-            series = self._producing[topic] = ProducerSeries(
+            series = self.by_topic[topic] = ProducerSeries(
                 self.sent.labels_(topic),
                 self.delivery_latency.labels_(topic),
             )
@@ -308,9 +309,9 @@ class Metrics:
 
     def consuming(self, topic: str, group: str) -> ConsumerSeries:
         """The per-event series of one group on one topic, looked up once."""
-        series = self._consuming.get((topic, group))
+        series = self.by_group.get((topic, group))
         if series is None:
-            series = self._consuming[(topic, group)] = ConsumerSeries(
+            series = self.by_group[(topic, group)] = ConsumerSeries(
                 self.handled.labels_(topic, group),
                 self.handler_duration.labels_(topic, group),
             )

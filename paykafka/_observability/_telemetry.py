@@ -106,7 +106,8 @@ class Telemetry:
             token = SendToken(topic, event, key, *tracing.start_send(topic))
         metrics = self.metrics
         if metrics is not None:
-            token.series = series = metrics.producing(topic)
+            series = metrics.by_topic.get(topic) or metrics.producing(topic)
+            token.series = series
             series.sent.inc()
             token.started = perf_counter()
         return token
@@ -166,7 +167,7 @@ class Telemetry:
             with self.handling(topic, group, event, record, counted=True):
                 handler(event)
             return
-        series = metrics.consuming(topic, group)
+        series = metrics.by_group.get((topic, group)) or metrics.consuming(topic, group)
         started = perf_counter()
         try:
             handler(event)

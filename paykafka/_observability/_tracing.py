@@ -24,6 +24,7 @@ SDK reads.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,7 +32,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagators.textmap import Getter
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from paykafka._version import __version__
@@ -73,6 +83,42 @@ class _RecordHeaders(Getter[Headers]):
 
 _GETTER = _RecordHeaders()
 _W3C = TraceContextTextMapPropagator()
+#: A version-00 ``traceparent`` as paykafka (and every current SDK) writes it, matched on the
+#: header's bytes as librdkafka hands them over; anything else goes to the SDK's propagator.
+_TRACEPARENT_00 = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_NO_ID = re.compile(rb"0+")
+
+
+def sender_context(headers: Headers | Mapping[str, str | bytes | None]) -> SpanContext | None:
+    """The trace context in a record's W3C headers (the sender's span), or ``None``.
+
+    One pass over the headers; the common case (a version-00 ``traceparent`` in bytes) is
+    parsed here, everything else by the SDK's own W3C propagator, so both read alike.
+    """
+    if isinstance(headers, Mapping):
+        headers = list(headers.items())
+    traceparent = tracestate = None
+    for name, value in headers:
+        if name == "traceparent":
+            traceparent = value
+        elif name == "tracestate":
+            tracestate = value
+    if traceparent is None:
+        return None
+    found = _TRACEPARENT_00.fullmatch(traceparent) if isinstance(traceparent, bytes) else None
+    if found is None or not isinstance(tracestate, bytes | None):
+        context = trace.get_current_span(_W3C.extract(headers, getter=_GETTER)).get_span_context()
+        return context if context.is_valid else None
+    trace_id, span_id, flags = found.groups()
+    if _NO_ID.fullmatch(trace_id) or _NO_ID.fullmatch(span_id):
+        return None
+    return SpanContext(
+        trace_id=int(trace_id, 16),
+        span_id=int(span_id, 16),
+        is_remote=True,
+        trace_flags=TraceFlags(int(flags, 16)),
+        trace_state=None if tracestate is None else TraceState.from_header([tracestate.decode()]),
+    )
 
 
 def trace_headers(context: SpanContext) -> HeaderList:
@@ -196,16 +242,11 @@ class ProcessSpan:
         links: Iterable[Link] = ()
         sampled = False
         headers = self._record.headers()
-        if headers:
-            if isinstance(headers, Mapping):
-                headers = list(headers.items())
-            parent = _W3C.extract(headers, getter=_GETTER)
-            sender = trace.get_current_span(parent).get_span_context()
-            if sender.is_valid:
-                links = (Link(sender),)
-                sampled = sender.trace_flags.sampled
-            else:
-                parent = None
+        sender = sender_context(headers) if headers else None
+        if sender is not None:
+            parent = trace.set_span_in_context(NonRecordingSpan(sender))
+            links = (Link(sender),)
+            sampled = sender.trace_flags.sampled
         name, shared = self._shared
         if sampled:
             # The sender's span was recorded, so (with the usual parent-based sampler) this
