@@ -113,25 +113,9 @@ def _paykafka(settings: Settings, stack: Stack, **timing: Any) -> Outcome:
     return durations, most, failed
 
 
-class _Stock(StockProducer):
-    """The stock loop, counting the reports its poll(0) serves."""
-
-    def send_counted(self, event: PaymentEvent) -> int:
-        value = self.serialize(event.to_dict(), self.ctx)
-        while True:
-            try:
-                self.producer.produce(
-                    self.topic, value, event.user.encode(), on_delivery=self.on_delivery
-                )
-                break
-            except BufferError:
-                self.producer.poll(0.05)
-        return int(self.producer.poll(0))
-
-
 def _stock(settings: Settings, stack: Stack, **timing: Any) -> Outcome:
-    producer = _Stock(settings)
-    durations, most = _run(producer.send_counted, stack, **timing)
+    producer = StockProducer(settings)
+    durations, most = _run(producer.send, stack, **timing)
     producer.producer.flush(60)
     return durations, most, len(producer.failed)
 

@@ -138,7 +138,8 @@ class StockProducer:
         if err is not None:
             self.failed.append(err.str())
 
-    def send(self, event: PaymentEvent) -> None:
+    def send(self, event: PaymentEvent) -> int:
+        """Produce one event the stock way; returns how many reports its poll(0) served."""
         value = self.serialize(event.to_dict(), self.ctx)
         while True:
             try:
@@ -148,7 +149,7 @@ class StockProducer:
                 break
             except BufferError:
                 self.producer.poll(0.05)
-        self.producer.poll(0)
+        return int(self.producer.poll(0))
 
     def flush(self) -> None:
         left = self.producer.flush(120)

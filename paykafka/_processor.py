@@ -67,6 +67,9 @@ __all__ = ["Output", "PaymentProcessor", "TxnAction", "classify_txn_error"]
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 5.0
+#: How long past its own timeout a librdkafka transactional call may take before it is
+#: considered stuck for good (see ``_call_within``).
+_WEDGE_GRACE = 5.0
 # librdkafka's names for "this transactional id now belongs to someone else".
 _FENCED_CODES = frozenset({"_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH"})
 _UNREACHABLE = frozenset({"_TRANSPORT", "_TIMED_OUT", "_ALL_BROKERS_DOWN", "_RESOLVE"})
@@ -139,11 +142,50 @@ def _fatal_error(err: Any, transactional_id: str) -> TransactionError:
 
 
 class _AbortBatchError(Exception):
-    """The batch in hand is aborted and handled again (internal control flow)."""
+    """The batch in hand is aborted and handled again (internal control flow).
 
-    def __init__(self, why: str, delay: float = 0.0) -> None:
+    ``wedged``: the producer is stuck inside a call that never returned, so it cannot abort;
+    it is replaced instead (claiming the id anew aborts its transaction on the broker).
+    """
+
+    def __init__(self, why: str, delay: float = 0.0, *, wedged: bool = False) -> None:
         super().__init__(why)
         self.delay = delay
+        self.wedged = wedged
+
+
+class _WedgedCallError(Exception):
+    """A librdkafka call did not return within its deadline (see :func:`_call_within`)."""
+
+
+def _call_within(fn: Callable[[], Any], timeout: float, what: str) -> None:
+    """Run ``fn`` on a thread of its own and give up on it after ``timeout`` seconds.
+
+    Why: ``send_offsets_to_transaction`` ignores its own timeout and can block forever when
+    the group coordinator dies and drops out of the cluster metadata (librdkafka#5456,
+    #5511; seen here when a broker is SIGKILLed). A processor blocked there stops for good
+    without a word. On timeout the call is abandoned: its daemon thread keeps the producer
+    alive (destroying a client while a thread is inside it is not safe), and the caller
+    replaces the producer. Exceptions of ``fn`` are raised here, in the caller's thread.
+    """
+    outcome: list[BaseException | None] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"paykafka-{what}", daemon=True).start()
+    if not done.wait(timeout):
+        raise _WedgedCallError(f"{what} did not return within {timeout:g} s")
+    if outcome[0] is not None:
+        raise outcome[0]
 
 
 @attrs.define
@@ -413,7 +455,7 @@ class PaymentProcessor:
                     # the batch is not at fault, so it is retried like an abortable error.
                     raise self._backing_off(str(exc)) from exc
             except _AbortBatchError as abort:
-                self._abort(batch, str(abort))
+                self._abort(batch, str(abort), wedged=abort.wedged)
                 if abort.delay:
                     self._stop.wait(abort.delay)
                 if self._stop.is_set():
@@ -458,12 +500,18 @@ class PaymentProcessor:
                 dead_reasons.append("handler_failed")
                 continue
             written += self._handle(producer, handler, msg, event, where=where, failures=failures)
-        self._call(
-            lambda: producer.send_offsets_to_transaction(
-                batch.next_offsets(), consumer.consumer_group_metadata(), self._timeout
-            ),
-            "sending the inputs' offsets",
-        )
+        offsets, group = batch.next_offsets(), consumer.consumer_group_metadata()
+        try:
+            self._call(
+                lambda: _call_within(
+                    lambda: producer.send_offsets_to_transaction(offsets, group, self._timeout),
+                    self._timeout + _WEDGE_GRACE,
+                    "send-offsets",
+                ),
+                "sending the inputs' offsets",
+            )
+        except _WedgedCallError as exc:
+            raise self._backing_off(f"sending the inputs' offsets: {exc}", wedged=True) from None
         self._call(lambda: producer.commit_transaction(self._timeout), "committing", retry=True)
         for msg in batch.records:
             self._failures.pop((msg.topic(), msg.partition(), msg.offset()), None)
@@ -596,14 +644,39 @@ class PaymentProcessor:
         # Anything else aborts the batch; a producer in a fatal state is renewed by the abort.
         raise self._backing_off(f"{what}: {err.str()}")
 
-    def _backing_off(self, why: str) -> _AbortBatchError:
+    def _backing_off(self, why: str, *, wedged: bool = False) -> _AbortBatchError:
         delay, self._backoff = self._backoff, min(self._backoff * 2, _MAX_BACKOFF)
-        return _AbortBatchError(why, delay)
+        return _AbortBatchError(why, delay, wedged=wedged)
 
-    def _abort(self, batch: _Batch, why: str) -> None:
-        """Abort the open transaction (if any) and seek back to the batch's first offsets."""
+    def _abort(self, batch: _Batch, why: str, *, wedged: bool = False) -> None:
+        """Abort the open transaction (if any) and seek back to the batch's first offsets.
+
+        A ``wedged`` producer is stuck inside a call and cannot abort: a new producer claims
+        the id, which makes the broker abort the stuck one's transaction.
+        """
         producer, consumer, _ = self._started()
         log.warning("aborting the transaction of %d input(s): %s", len(batch.records), why)
+        if wedged:
+            log.error(
+                "the transactional producer is stuck (librdkafka#5511, after a group "
+                "coordinator died): a new producer claims %s and the batch is handled again",
+                self.transactional_id,
+            )
+            self._producer = None  # left to the thread stuck in it; never flushed or closed
+            self._producer = self._new_producer()
+        else:
+            self._abort_open(producer)
+        self._aborted += 1
+        for (topic, partition), offset in batch.first_offsets().items():
+            try:
+                consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:
+                # Revoked meanwhile: its next owner starts at the committed offset, which is
+                # this batch's first one, since the batch was not committed.
+                log.info("cannot seek back to %s[%d]@%d: %s", topic, partition, offset, exc)
+        batch.records = []
+
+    def _abort_open(self, producer: Producer) -> None:
         try:
             # Records still being sent race the abort: librdkafka may end the transaction while
             # a partition is being added to it, which the broker refuses as INVALID_TXN_STATE
@@ -618,15 +691,6 @@ class PaymentProcessor:
                 self._renew_producer(err)
             elif err.code() != _RdKafkaError._STATE:  # _STATE: no transaction was open
                 raise self._kafka_error(err, "aborting the transaction") from None
-        self._aborted += 1
-        for (topic, partition), offset in batch.first_offsets().items():
-            try:
-                consumer.seek(TopicPartition(topic, partition, offset))
-            except KafkaException as exc:
-                # Revoked meanwhile: its next owner starts at the committed offset, which is
-                # this batch's first one, since the batch was not committed.
-                log.info("cannot seek back to %s[%d]@%d: %s", topic, partition, offset, exc)
-        batch.records = []
 
     def _renew_producer(self, err: Any) -> None:
         """Replace a producer in a fatal state that was not fenced (so our id is still ours).

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaException
 
 from paykafka import ConfigError, Output, PaymentEvent, Settings
-from paykafka._processor import TxnAction, _Batch, classify_txn_error
+from paykafka._processor import (
+    TxnAction,
+    _Batch,
+    _call_within,
+    _WedgedCallError,
+    classify_txn_error,
+)
 
 
 def _event() -> PaymentEvent:
@@ -119,3 +128,25 @@ def test_trackers_read_committed_by_default_and_the_variable_switches_it() -> No
     assert (tuned.transaction_batch_size, tuned.transaction_batch_ms) == (50, 20)
     with pytest.raises(ConfigError):
         Settings(transaction_batch_size=0)
+
+
+def test_a_call_that_never_returns_is_given_up_after_its_deadline() -> None:
+    """librdkafka#5511: send_offsets_to_transaction can block forever; the processor must not."""
+    release = threading.Event()
+    began = time.monotonic()
+    with pytest.raises(_WedgedCallError, match=r"send-offsets did not return within 0\.2 s"):
+        _call_within(release.wait, 0.2, "send-offsets")
+    assert 0.2 <= time.monotonic() - began < 5
+    release.set()  # the abandoned thread ends once the call returns
+
+
+def test_a_bounded_call_returns_or_raises_in_the_callers_thread() -> None:
+    ran_in: list[str] = []
+    _call_within(lambda: ran_in.append(threading.current_thread().name), 5, "send-offsets")
+    assert ran_in == ["paykafka-send-offsets"]
+
+    def fail() -> None:
+        raise KafkaException("coordinator not available")
+
+    with pytest.raises(KafkaException, match="coordinator not available"):
+        _call_within(fail, 5, "send-offsets")

@@ -11,7 +11,6 @@ touched.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -187,11 +186,17 @@ def find_port_holder(port: int) -> str | None:
     if not inodes:
         return None
     for pid_dir in _proc_pids():
-        with contextlib.suppress(OSError):
-            for fd in (pid_dir / "fd").iterdir():
+        try:
+            fds = list((pid_dir / "fd").iterdir())
+        except OSError:  # not ours to inspect, or gone
+            continue
+        for fd in fds:
+            try:
                 target = str(fd.readlink())
-                if target.startswith("socket:[") and int(target[8:-1]) in inodes:
-                    return f"pid {pid_dir.name} ({_short_cmdline(pid_dir)})"
+            except OSError:  # closed since it was listed: the others still count
+                continue
+            if target.startswith("socket:[") and int(target[8:-1]) in inodes:
+                return f"pid {pid_dir.name} ({_short_cmdline(pid_dir)})"
     return "a process we cannot inspect (or one still exiting)"
 
 

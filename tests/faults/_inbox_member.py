@@ -35,7 +35,7 @@ def main() -> None:
     with (
         inbox,
         PaymentTracker(
-            Settings.from_env(), inbox=inbox, concurrency=16, kafka_overrides=overrides
+            Settings.from_env(), inbox=inbox, concurrency=16, kafka_options=overrides
         ) as tracker,
     ):
         tracker.run(book)

@@ -16,8 +16,10 @@ import paykafka
 def main() -> None:
     """``_router.py GROUP REVIEW_TOPIC CLEARED_TOPIC``."""
     group, review, cleared = sys.argv[1:4]
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    logging.getLogger("paykafka.librdkafka").setLevel(logging.CRITICAL)
+    # INFO: a failing fault test prints the tail of this log, which then says where it stood.
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
+    )
 
     def route(event: paykafka.PaymentEvent) -> paykafka.Output:
         time.sleep(0.0002)

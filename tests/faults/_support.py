@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -18,6 +20,27 @@ from paykafka._stack import Stack
 
 #: What the ``report`` fixture gives a test: ``report(sent=..., lost=...)``.
 Report = Callable[..., None]
+#: The checkout: member subprocesses import paykafka and the tests' helpers from it.
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def member_env(settings: Settings) -> dict[str, str]:
+    """The environment of a member subprocess on ``settings``' topic, group and DLQ.
+
+    Why not ``os.environ`` as it is: a developer's own ``PAYKAFKA_*`` variables (another stack,
+    another topic) would leak into the member and point it elsewhere.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYKAFKA_")}
+    env.update(
+        PAYKAFKA_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
+        PAYKAFKA_REGISTRY_URL=settings.registry_url,
+        PAYKAFKA_TOPIC=settings.topic,
+        PAYKAFKA_GROUP_ID=settings.group_id,
+        PAYKAFKA_DLQ_TOPIC=settings.dlq_topic,
+        PAYKAFKA_CREATE_TOPIC="false",
+        PYTHONPATH=str(ROOT),
+    )
+    return env
 
 
 def stack_settings(stack: Stack) -> Settings:

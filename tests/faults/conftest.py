@@ -108,49 +108,38 @@ def _own_stack(tmp: Path, *, brokers: int, kafka_port: int, registry_port: int) 
             stack.down(timeout=20.0, purge=True)
 
 
-@pytest.fixture(scope="module")
-def single_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A one-broker stack of our own on 21092 / 21081, torn down (and purged) afterwards."""
-    with _own_stack(
-        tmp_path_factory.mktemp("stack-single"),
-        brokers=1,
-        kafka_port=SINGLE_KAFKA_PORT,
-        registry_port=SINGLE_REGISTRY_PORT,
-    ) as stack:
-        yield stack
+def own_stack_fixture(name: str, *, brokers: int, kafka_port: int, registry_port: int) -> Any:
+    """A module-scoped fixture: a stack of the suite's own on these ports, purged afterwards.
+
+    Each fault suite restarts and kills its own brokers, so none may share a stack; the ports
+    are fixed (and locked) so that two runs on one host queue instead of colliding.
+    """
+
+    @pytest.fixture(scope="module")
+    def fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+        with _own_stack(
+            tmp_path_factory.mktemp(name),
+            brokers=brokers,
+            kafka_port=kafka_port,
+            registry_port=registry_port,
+        ) as stack:
+            yield stack
+
+    return fixture
 
 
-@pytest.fixture(scope="module")
-def cluster_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A three-broker KRaft cluster of our own on 23092-23094 / 23081, torn down afterwards."""
-    with _own_stack(
-        tmp_path_factory.mktemp("stack-cluster"),
-        brokers=3,
-        kafka_port=CLUSTER_KAFKA_PORT,
-        registry_port=CLUSTER_REGISTRY_PORT,
-    ) as stack:
-        yield stack
-
-
-@pytest.fixture(scope="module")
-def group_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A one-broker stack for the consumer-group tests on 24292 / 24281, torn down afterwards."""
-    with _own_stack(
-        tmp_path_factory.mktemp("stack-group"),
-        brokers=1,
-        kafka_port=GROUP_KAFKA_PORT,
-        registry_port=GROUP_REGISTRY_PORT,
-    ) as stack:
-        yield stack
-
-
-@pytest.fixture(scope="module")
-def exactly_once_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A one-broker stack for the inbox / outbox fault tests on 24910 / 24911."""
-    with _own_stack(
-        tmp_path_factory.mktemp("stack-exactly-once"),
-        brokers=1,
-        kafka_port=EXACTLY_ONCE_KAFKA_PORT,
-        registry_port=EXACTLY_ONCE_REGISTRY_PORT,
-    ) as stack:
-        yield stack
+single_stack = own_stack_fixture(
+    "stack-single", brokers=1, kafka_port=SINGLE_KAFKA_PORT, registry_port=SINGLE_REGISTRY_PORT
+)
+cluster_stack = own_stack_fixture(
+    "stack-cluster", brokers=3, kafka_port=CLUSTER_KAFKA_PORT, registry_port=CLUSTER_REGISTRY_PORT
+)
+group_stack = own_stack_fixture(
+    "stack-group", brokers=1, kafka_port=GROUP_KAFKA_PORT, registry_port=GROUP_REGISTRY_PORT
+)
+exactly_once_stack = own_stack_fixture(
+    "stack-exactly-once",
+    brokers=1,
+    kafka_port=EXACTLY_ONCE_KAFKA_PORT,
+    registry_port=EXACTLY_ONCE_REGISTRY_PORT,
+)

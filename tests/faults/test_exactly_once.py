@@ -15,26 +15,26 @@ other fault suites.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from _events import make_events
 from _outputs import read_ids
 from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from paykafka import PaymentEvent, PaymentProducer, Settings
 from paykafka._admin import KafkaAdmin
 from paykafka._stack import Stack
 
-from ._support import KilledNode, Report, fresh_settings
-from .conftest import _own_stack
+from ._support import KilledNode, Report, fresh_settings, member_env
+from .conftest import own_stack_fixture
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "router.py"
 SLOW_ROUTER = Path(__file__).resolve().parent / "_router.py"
@@ -44,28 +44,12 @@ CLUSTER_KAFKA_PORT, CLUSTER_REGISTRY_PORT = 24620, 24630
 KILL_INPUTS = 50_000
 
 
-@pytest.fixture(scope="module")
-def eo_single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A one-broker stack of this module's own."""
-    with _own_stack(
-        tmp_path_factory.mktemp("eo-single"),
-        brokers=1,
-        kafka_port=SINGLE_KAFKA_PORT,
-        registry_port=SINGLE_REGISTRY_PORT,
-    ) as stack:
-        yield stack
-
-
-@pytest.fixture(scope="module")
-def eo_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A three-broker cluster of this module's own."""
-    with _own_stack(
-        tmp_path_factory.mktemp("eo-cluster"),
-        brokers=3,
-        kafka_port=CLUSTER_KAFKA_PORT,
-        registry_port=CLUSTER_REGISTRY_PORT,
-    ) as stack:
-        yield stack
+eo_single = own_stack_fixture(
+    "eo-single", brokers=1, kafka_port=SINGLE_KAFKA_PORT, registry_port=SINGLE_REGISTRY_PORT
+)
+eo_cluster = own_stack_fixture(
+    "eo-cluster", brokers=3, kafka_port=CLUSTER_KAFKA_PORT, registry_port=CLUSTER_REGISTRY_PORT
+)
 
 
 class Router:
@@ -75,13 +59,8 @@ class Router:
         self, settings: Settings, log: Path, *, script: Path = EXAMPLE, **kafka_options: str
     ) -> None:
         self.env = {
-            **os.environ,
-            "PAYKAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-            "PAYKAFKA_REGISTRY_URL": settings.registry_url,
-            "PAYKAFKA_TOPIC": settings.topic,
-            "PAYKAFKA_DLQ_TOPIC": settings.dlq_topic,
+            **member_env(settings),
             "PAYKAFKA_TRANSACTIONAL_ID": f"{settings.group_id}-router",
-            "PAYKAFKA_CREATE_TOPIC": "false",
             # The crashed member leaves the group after 6 s instead of 45: restarts are quick.
             "PAYKAFKA_KAFKA_OPTIONS": json.dumps({"session.timeout.ms": "6000", **kafka_options}),
         }
@@ -269,29 +248,41 @@ def test_a_frozen_router_is_fenced_by_its_replacement(
     _exactly_once(settings, sent, report, committed_when_frozen=frozen_at)
 
 
-@pytest.mark.timeout(420)
-def test_leader_sigkill_on_three_brokers_keeps_exactly_once(
-    eo_cluster: Stack, report: Report, tmp_path: Path
+def _group_coordinator(settings: Settings) -> int:
+    """The broker that coordinates the router's group (where its offsets are committed)."""
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    futures = admin.describe_consumer_groups([settings.group_id], request_timeout=10)
+    coordinator: int = futures[settings.group_id].result(timeout=15).coordinator.id
+    return coordinator
+
+
+def _kill_while_routing(
+    stack: Stack,
+    report: Report,
+    tmp_path: Path,
+    prefix: str,
+    victim: Callable[[Settings], int],
+    *,
+    down_for: float,
 ) -> None:
-    """SIGKILL of the input partition 0 leader while routing: still 0 missing, 0 duplicated."""
-    settings = _setup(eo_cluster, replication=3)
-    sent = make_events(12_000, prefix=f"leader-{uuid.uuid4().hex[:6]}")
+    """Route 12,000 inputs, SIGKILL ``victim``'s broker after 4,000, restart it ``down_for``
+    seconds later; a read_committed reader must then see each input's output exactly once."""
+    settings = _setup(stack, replication=3)
+    sent = make_events(12_000, prefix=f"{prefix}-{uuid.uuid4().hex[:6]}")
     _send(settings, sent)
-    admin = KafkaAdmin(settings, timeout=10.0)
-    leader = admin.describe_topic(settings.topic, configs=False).partitions[0].leader
-    assert leader is not None
     # The slowed router: the inputs left at the kill take longer than the election (6 s).
     router = Router(settings, tmp_path / "router.log", script=SLOW_ROUTER).start()
     restarts = 0
     try:
         killed_at = _wait_for(settings, 4_000, router, timeout=90)
-        node: KilledNode | None = KilledNode(eo_cluster, leader).kill()
+        broker = victim(settings)
+        node: KilledNode | None = KilledNode(stack, broker).kill()
         killed = time.monotonic()
         deadline = killed + 240
         done = _committed(settings)
         while done < len(sent) and time.monotonic() < deadline:
-            if node is not None and time.monotonic() - killed > 10:
-                node.restart()  # after a new leader took over and served for a while
+            if node is not None and time.monotonic() - killed > down_for:
+                node.restart()  # after the cluster has moved on without it for a while
                 node = None
             if not router.running:  # a supervisor restarts a router that gave up
                 restarts += 1
@@ -303,13 +294,39 @@ def test_leader_sigkill_on_three_brokers_keeps_exactly_once(
             node.restart()
     finally:
         router.stop()
-    assert done == len(sent), router.log.read_text()[-3000:]
+    assert done == len(sent), router.log.read_text()[-6000:]
     _exactly_once(
         settings,
         sent,
         report,
-        killed_leader=leader,
+        killed_broker=broker,
         committed_at_kill=killed_at,
         seconds_from_kill_to_last_commit=finished_after_kill,
         router_restarts=restarts,
+    )
+
+
+@pytest.mark.timeout(420)
+def test_leader_sigkill_on_three_brokers_keeps_exactly_once(
+    eo_cluster: Stack, report: Report, tmp_path: Path
+) -> None:
+    """SIGKILL of the input partition 0 leader while routing: still 0 missing, 0 duplicated."""
+
+    def leader(settings: Settings) -> int:
+        found = KafkaAdmin(settings, timeout=10.0).describe_topic(settings.topic, configs=False)
+        assert found.partitions[0].leader is not None
+        return found.partitions[0].leader
+
+    _kill_while_routing(eo_cluster, report, tmp_path, "leader", leader, down_for=10)
+
+
+@pytest.mark.timeout(420)
+def test_group_coordinator_sigkill_does_not_hang_the_router(
+    eo_cluster: Stack, report: Report, tmp_path: Path
+) -> None:
+    """SIGKILL of the group's coordinator, kept down until the cluster drops it from its
+    metadata: librdkafka's ``send_offsets_to_transaction`` then never returns (librdkafka#5511);
+    the processor must replace its producer and go on, exactly once."""
+    _kill_while_routing(
+        eo_cluster, report, tmp_path, "coordinator", _group_coordinator, down_for=30
     )

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from _postgres import PostgresCluster
 from paykafka import Outbox, PaymentEvent, PaymentProducer, PaymentTracker, Settings
 from paykafka._stack import Stack
 
-from ._support import Report, fresh_settings
+from ._support import ROOT, Report, fresh_settings, member_env
 
 INBOX_EVENTS = 20_000
 OUTBOX_TRANSACTIONS = 4_000
@@ -48,7 +47,6 @@ OUTBOX_TRANSACTIONS = 4_000
 OUTBOX_RATE = 400
 PARTITIONS = 6
 PG_PORT = 24960
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -63,25 +61,11 @@ def fault_postgres() -> Iterator[PostgresCluster]:
             cluster.destroy()
 
 
-def _env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYKAFKA_")}
-    env.update(
-        PAYKAFKA_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
-        PAYKAFKA_REGISTRY_URL=settings.registry_url,
-        PAYKAFKA_TOPIC=settings.topic,
-        PAYKAFKA_GROUP_ID=settings.group_id,
-        PAYKAFKA_DLQ_TOPIC=settings.dlq_topic,
-        PAYKAFKA_CREATE_TOPIC="false",
-        PYTHONPATH=str(ROOT),
-    )
-    return env
-
-
 class Members:
     """Inbox tracker processes of one group, started, killed and stopped by the test."""
 
     def __init__(self, url: str, settings: Settings, tmp: Path) -> None:
-        self.url, self.env, self.tmp = url, _env(settings), tmp
+        self.url, self.env, self.tmp = url, member_env(settings), tmp
         self.procs: list[subprocess.Popen[bytes]] = []
         self.stats: list[Path] = []
 
@@ -279,7 +263,7 @@ def test_outbox_relay_killed_and_postgres_restarted_publishes_every_committed_ro
     ledger_url = fault_postgres.create_database(f"ledger_{uuid.uuid4().hex[:8]}")
     _ledger(ledger_url)
     shop = Shop(shop_url)
-    env = _env(settings)
+    env = member_env(settings)
     relay_cmd = [
         str(Path(sys.executable).with_name("paykafka")), "outbox", "relay", "--db", shop_url,
         "--batch-size", "200",

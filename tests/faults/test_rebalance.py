@@ -13,7 +13,6 @@ partitions: the event is handled once, never by a second member at the same time
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -27,35 +26,20 @@ from pathlib import Path
 import pytest
 from _events import make_events
 
-from paykafka import PaymentEvent, PaymentProducer, PaymentTracker, Settings
+from paykafka import PaymentEvent, PaymentProducer, PaymentTracker
 from paykafka._stack import Stack
 
-from ._support import Report, fresh_settings
+from ._support import ROOT, Report, fresh_settings, member_env
 
 EVENTS = 30_000
 RATE = 750  # per second: 40 s of traffic
 PARTITIONS = 6
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYKAFKA_")}
-    env.update(
-        PAYKAFKA_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
-        PAYKAFKA_REGISTRY_URL=settings.registry_url,
-        PAYKAFKA_TOPIC=settings.topic,
-        PAYKAFKA_GROUP_ID=settings.group_id,
-        PAYKAFKA_DLQ_TOPIC=settings.dlq_topic,
-        PAYKAFKA_CREATE_TOPIC="false",
-        PYTHONPATH=str(ROOT),
-    )
-    return env
 
 
 def _scale_out_and_crash(stack: Stack, tmp: Path, strategy: str, report: Report) -> None:
     settings = fresh_settings(stack, partitions=PARTITIONS)
     sent = make_events(EVENTS, users=500)
-    env = _env(settings)
+    env = member_env(settings)
     members: list[subprocess.Popen[bytes]] = []
     outs: list[Path] = []
 

@@ -8,6 +8,7 @@ import signal
 import socket
 import stat
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -215,6 +216,40 @@ def test_taken_port_is_reported_with_its_holder() -> None:
         assert holder is not None
         assert holder.startswith(f"pid {os.getpid()} (")
     assert port_is_free(port)
+
+
+def test_port_holder_is_found_while_its_process_opens_and_closes_files(tmp_path: Path) -> None:
+    """An fd closed between listing a process's fds and reading one must not hide the process
+    (CI once reported our own pytest as "a process we cannot inspect": its client threads
+    open and close sockets all the time)."""
+    stop = threading.Event()
+
+    target = tmp_path / "churn"
+    below = [target.open("w") for _ in range(200)]  # the socket's fd comes after these
+
+    def churn() -> None:
+        while not stop.is_set():  # fds below the socket's, gone and back again
+            for i, file in enumerate(below):
+                file.close()
+                below[i] = target.open("w")
+
+    churners = [threading.Thread(target=churn, daemon=True)]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        for thread in churners:
+            thread.start()
+        try:
+            holders = {find_port_holder(port) for _ in range(40)}
+        finally:
+            stop.set()
+            for thread in churners:
+                thread.join()
+            for file in below:
+                file.close()
+    assert len(holders) == 1, holders
+    assert all(h is not None and h.startswith(f"pid {os.getpid()} (") for h in holders), holders
 
 
 def test_spawned_process_is_detached_and_terminated(tmp_path: Path) -> None:
