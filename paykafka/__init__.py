@@ -57,7 +57,7 @@ from paykafka._exactly_once import (
     SqliteInbox,
 )
 from paykafka._observability import Telemetry
-from paykafka._processor import Output, PaymentProcessor
+from paykafka._processing import Output, PaymentProcessor
 from paykafka._producer import Delivery, DeliveryFuture, PaymentProducer, key_by_user
 from paykafka._registry import CompatibilityResult, RegisteredSchema, RegistryClient
 from paykafka._schema import PaymentSchema, load_schema

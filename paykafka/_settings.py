@@ -213,9 +213,12 @@ class Settings:
     #: Most input events a :class:`~paykafka.PaymentProcessor` handles in one transaction.
     #: ``PAYKAFKA_TRANSACTION_BATCH_SIZE``.
     transaction_batch_size: int = attrs.field(default=1000, converter=int, validator=_positive)
-    #: Milliseconds a processor waits, after the first input of a batch, for more before it
-    #: commits: an upper bound on the latency batching adds. ``PAYKAFKA_TRANSACTION_BATCH_MS``.
-    transaction_batch_ms: int = attrs.field(default=100, converter=int, validator=_positive)
+    #: Milliseconds an input waits at most for its processor transaction to begin: after an
+    #: idle spell counted from a batch's first input, while inputs keep coming from the end of
+    #: the previous batch (like Kafka Streams' ``commit.interval.ms``). End-to-end latency is
+    #: about this plus one commit; 50 measured the lowest p99 (100 and 30 higher).
+    #: ``PAYKAFKA_TRANSACTION_BATCH_MS``.
+    transaction_batch_ms: int = attrs.field(default=50, converter=int, validator=_positive)
     #: A processor's transactional id: unique per running instance and the same after its
     #: restart; ``<group_id>-<hostname>`` when unset. ``PAYKAFKA_TRANSACTIONAL_ID``.
     transactional_id: str | None = None

@@ -1,16 +1,21 @@
-"""Graceful stops on SIGINT / SIGTERM for the blocking ``run()`` loops (tracker, processor)."""
+"""Graceful stops on SIGINT / SIGTERM for the ``run()`` loops: blocking ones (tracker,
+processor) and asyncio ones (their ``paykafka.aio`` faces)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import signal
 import threading
 from collections.abc import Callable
 from types import FrameType
 
-__all__ = ["install_stop_signals"]
+__all__ = ["install_loop_stop_signals", "install_stop_signals"]
 
 log = logging.getLogger(__name__)
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def install_stop_signals(stop: Callable[[], None], after: str) -> Callable[[], None] | None:
@@ -26,10 +31,40 @@ def install_stop_signals(stop: Callable[[], None], after: str) -> Callable[[], N
         log.info("signal %d: stopping after %s", signum, after)
         stop()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, on_signal) for s in _SIGNALS}
 
     def restore() -> None:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+    return restore
+
+
+def install_loop_stop_signals(stop: Callable[[], None], after: str) -> Callable[[], None] | None:
+    """The same for the running event loop: SIGINT and SIGTERM call ``stop()`` on the loop
+    (``loop.add_signal_handler``); returns the function that puts the previous handlers back,
+    or ``None`` off the main thread. Where the loop cannot take signal handlers (Windows'
+    proactor loop) the signals keep their previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    loop = asyncio.get_running_loop()
+    previous = {s: signal.getsignal(s) for s in _SIGNALS}
+    installed = []
+
+    def on_signal(signum: int) -> None:
+        log.info("signal %d: stopping after %s", signum, after)
+        stop()
+
+    for s in _SIGNALS:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(s, on_signal, s)
+            installed.append(s)
+
+    def restore() -> None:
+        for s in installed:
+            loop.remove_signal_handler(s)
+            handler = previous[s]
+            if handler is not None:
+                signal.signal(s, handler)
 
     return restore

@@ -16,10 +16,7 @@ module only does the I/O, on the event loop's thread:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
@@ -44,6 +41,7 @@ from paykafka._registry import RegistryClient
 from paykafka._schema import load_schema, require_agreement
 from paykafka._security import client_creation_error
 from paykafka._serde import EventDeserializer
+from paykafka._signals import install_loop_stop_signals
 from paykafka._tracking import TrackedEvent, TrackerBase, Verdict, Work
 from paykafka._tracking._base import Decoded
 
@@ -657,29 +655,7 @@ class AsyncPaymentTracker(TrackerBase):
                 log.warning("commit failed: %s", err.str())
 
     def _install_signals(self) -> Callable[[], None] | None:
-        if threading.current_thread() is not threading.main_thread():
-            return None
-        loop = asyncio.get_running_loop()
-        signals = (signal.SIGINT, signal.SIGTERM)
-        previous = {s: signal.getsignal(s) for s in signals}
-        installed = []
-        for s in signals:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(s, self._on_signal, s)
-                installed.append(s)
-
-        def restore() -> None:
-            for s in installed:
-                loop.remove_signal_handler(s)
-                handler = previous[s]
-                if handler is not None:
-                    signal.signal(s, handler)
-
-        return restore
-
-    def _on_signal(self, signum: int) -> None:
-        log.info("signal %d: stopping once the events in flight are handled", signum)
-        self._request_stop()
+        return install_loop_stop_signals(self._request_stop, "the events in flight are handled")
 
     def _started(self) -> Consumer:
         if self._consumer is None:

@@ -33,7 +33,7 @@ from paykafka import PaymentEvent, PaymentProducer, Settings
 from paykafka._admin import KafkaAdmin
 from paykafka._stack import Stack
 
-from ._support import KilledNode, Report, fresh_settings, member_env
+from ._support import KilledNode, Report, fresh_settings, member_env, stack_settings
 from .conftest import own_stack_fixture
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "router.py"
@@ -120,12 +120,25 @@ def outputs(settings: Settings) -> list[str]:
 
 def _setup(stack: Stack, replication: int = 1) -> Settings:
     """A fresh input topic and the router's two outputs (3 partitions each)."""
+    if replication > 1:
+        _wait_for_brokers(stack, replication)
     configs = {"min.insync.replicas": "2"} if replication == 3 else None
     settings = fresh_settings(stack, partitions=3, replication_factor=replication, configs=configs)
     admin = KafkaAdmin(settings, timeout=30.0)
     for topic in outputs(settings):
         admin.create_topic(topic, partitions=3, replication_factor=replication, configs=configs)
     return settings
+
+
+def _wait_for_brokers(stack: Stack, count: int, timeout: float = 60.0) -> None:
+    """Until the cluster's metadata lists ``count`` brokers: a broker that answers (what
+    ``stack up`` and a restart wait for) can take a moment more to be listed by the others,
+    and creating a topic with replicas on every broker before then fails (seen once here)."""
+    admin = KafkaAdmin(stack_settings(stack), timeout=10.0)
+    deadline = time.monotonic() + timeout
+    while len(brokers := admin.brokers()) < count:
+        assert time.monotonic() < deadline, f"only brokers {brokers} listed after {timeout:g} s"
+        time.sleep(0.5)
 
 
 def _send(settings: Settings, events: list[PaymentEvent]) -> None:

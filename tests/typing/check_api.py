@@ -95,6 +95,23 @@ async def check_async_producer(settings: paykafka.Settings) -> None:
         await producer.flush(timeout=5)
 
 
+async def check_async_processor(settings: paykafka.Settings) -> None:
+    async def route(event: paykafka.PaymentEvent) -> list[paykafka.Output]:
+        return [paykafka.Output("payments.review", event)]
+
+    async def one(event: paykafka.PaymentEvent) -> paykafka.Output | None:
+        return None
+
+    async with paykafka.aio.AsyncPaymentProcessor(
+        settings, output_topics=["payments.review"], kafka_options={"linger.ms": "1"}
+    ) as processor:
+        assert_type(processor, paykafka.aio.AsyncPaymentProcessor)
+        assert_type(await processor.run(route, max_events=1), int)
+        assert_type(await processor.run(one, idle_timeout=1.0), int)
+        assert_type(processor.transactions, tuple[int, int])
+        processor.stop()
+
+
 async def check_async_tracker(settings: paykafka.Settings) -> None:
     async def handler(event: paykafka.PaymentEvent) -> None:
         assert_type(event, paykafka.PaymentEvent)
