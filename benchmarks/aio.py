@@ -41,7 +41,7 @@ from confluent_kafka.schema_registry._async.avro import (
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from benchmarks._common import Row, alternate, make_events, rate_row
-from benchmarks.pipeline import drop, fresh_settings
+from benchmarks.pipeline import STOCK_REGISTRY_TIMEOUT, drop, fresh_settings
 from paykafka import PaymentEvent, PaymentProducer, PaymentTracker, Settings, load_schema
 from paykafka.aio import AsyncPaymentProducer, AsyncPaymentTracker
 
@@ -191,7 +191,9 @@ def _confluent_aio(settings: Settings, n: int) -> Watch:
         watch.end(event)
 
     async def main() -> None:
-        registry = AsyncSchemaRegistryClient({"url": settings.registry_url})
+        registry = AsyncSchemaRegistryClient(
+            {"url": settings.registry_url, "timeout": STOCK_REGISTRY_TIMEOUT}
+        )
         deserialize = await AsyncAvroDeserializer(registry)
         ctx = SerializationContext(settings.topic, MessageField.VALUE)
         conf = settings.consumer_config()
@@ -337,7 +339,9 @@ async def _async_produce(
 
 async def _aio_produce(settings: Settings, warm: PaymentEvent, events: list[PaymentEvent]) -> float:
     """confluent-kafka's asyncio Avro producer example, with every delivery awaited."""
-    registry = AsyncSchemaRegistryClient({"url": settings.registry_url})
+    registry = AsyncSchemaRegistryClient(
+        {"url": settings.registry_url, "timeout": STOCK_REGISTRY_TIMEOUT}
+    )
     serialize = await AsyncAvroSerializer(
         registry, schema_str=load_schema(settings.schema_path).text
     )

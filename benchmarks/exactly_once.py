@@ -49,12 +49,12 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported, n
     AdminClient,
     NewTopic,
 )
-from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from benchmarks._common import Row, make_events, render
 from benchmarks.aio import LAG_TARGET_MS, LagProbe
+from benchmarks.pipeline import stock_registry
 from paykafka import (
     Output,
     PaymentEvent,
@@ -184,7 +184,7 @@ def _on_stop(stop: threading.Event, then: Any) -> None:
 
 def _stock_eos(settings: Settings, pick: Any, limit: int | None, stop: threading.Event) -> int:
     """The router as a confluent-kafka user writes it: stock serde, a transaction per batch."""
-    registry = SchemaRegistryClient({"url": settings.registry_url})
+    registry = stock_registry(settings)
     schema = load_schema().text
     deserialize = AvroDeserializer(registry, schema)
     serialize = AvroSerializer(registry, schema)

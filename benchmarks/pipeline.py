@@ -52,6 +52,10 @@ E2E_TARGET = 1.5
 PARTITIONS = 3
 _IDLE = 60.0
 
+#: Seconds a stock registry call may take: confluent-kafka's client waits forever by default,
+#: and one GET that never returned once hung a whole benchmark run.
+STOCK_REGISTRY_TIMEOUT = 10
+
 Pipeline = str  # "stock" or "paykafka"
 Handler = Callable[[PaymentEvent], object]
 
@@ -65,6 +69,12 @@ def fresh_settings(base: Settings, label: str) -> Settings:
     return attrs.evolve(base, topic=topic, group_id=f"{topic}-group", dlq_topic=f"{topic}.dlq")
 
 
+def stock_registry(settings: Settings) -> SchemaRegistryClient:
+    """confluent-kafka's registry client for the stock side, with a request timeout (a timed
+    out request is retried by the client, then raises: a run fails, it never hangs)."""
+    return SchemaRegistryClient({"url": settings.registry_url, "timeout": STOCK_REGISTRY_TIMEOUT})
+
+
 def drop(settings: Settings) -> None:
     """Remove a run's topic and subject (best effort: names are unique anyway)."""
     admin = AdminClient(settings.admin_config())
@@ -73,13 +83,6 @@ def drop(settings: Settings) -> None:
             future.result(timeout=30)
     with RegistryClient(settings) as registry, contextlib.suppress(Exception):
         registry.delete_subject(settings.subject, permanent=True)
-
-
-def stock_registry_config(settings: Settings) -> dict[str, Any]:
-    """The stock registry client's config. Its requests wait forever by default: one that a
-    loaded registry never answered hung a benchmark run, so a request gives up (and the
-    client retries it) after 30 s; an answered request costs the same as before."""
-    return {"url": settings.registry_url, "timeout": 30}
 
 
 # -- producing ------------------------------------------------------------------------------
@@ -124,7 +127,7 @@ class StockProducer:
 
     def __init__(self, settings: Settings) -> None:
         self.topic = settings.topic
-        registry = SchemaRegistryClient(stock_registry_config(settings))
+        registry = stock_registry(settings)
         self.serialize = AvroSerializer(registry, load_schema(settings.schema_path).text)
         self.ctx = SerializationContext(settings.topic, MessageField.VALUE)
         self.producer = Producer(settings.producer_config())
@@ -189,7 +192,7 @@ def track(
 def _track_stock(
     settings: Settings, n: int, handler: Handler, until: Callable[[], bool] | None
 ) -> int:
-    registry = SchemaRegistryClient(stock_registry_config(settings))
+    registry = stock_registry(settings)
     deserialize = AvroDeserializer(registry)
     ctx = SerializationContext(settings.topic, MessageField.VALUE)
     consumer = Consumer(settings.consumer_config())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from _locks import ports_lock
@@ -19,6 +20,10 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from paykafka import Settings
 from paykafka.testing import TestStack
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 pytest_plugins = ["pytester"]
 
@@ -40,6 +45,23 @@ def create_topic(settings: Settings, topic: str, *, partitions: int = 1) -> None
 def topic_settings(paykafka_settings: Settings) -> Settings:
     """Settings on a fresh topic, subject, group and DLQ of their own, removed afterwards."""
     return paykafka_settings
+
+
+@pytest.fixture
+def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    """A tracer provider whose finished spans land in memory, synchronously, for checking."""
+    # Imported here: only the tracing tests need the otel extra.
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: PLC0415
+        InMemorySpanExporter,
+    )
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
 
 
 #: The session's PostgreSQL cluster (the exactly-once tests); its own port, never 5432.

@@ -57,3 +57,17 @@ def test_table_lists_both_paths_and_the_ratio() -> None:
     assert "ratio" in header
     assert "| serde: serialize PaymentEvent -> bytes |" in out
     assert "| serde: deserialize bytes -> PaymentEvent |" in out
+
+
+def test_observability_per_event_split_runs_in_process() -> None:
+    """The observability benchmark's in-process rows (SDK floor, paykafka, metrics) come out."""
+    from benchmarks.observability import per_event_costs  # noqa: PLC0415 - needs the extras
+
+    rows = per_event_costs(200, 1)
+    assert [row.unit for row in rows] == ["µs/event"] * 3
+    floor, sampled, metrics = rows
+    assert floor.stock is not None
+    assert floor.stock > 0
+    assert floor.paykafka > 0
+    assert sampled.paykafka > 0
+    assert isinstance(metrics.paykafka, float)  # a difference of two timings: any sign at N=200

@@ -4,22 +4,34 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from confluent_kafka import Message
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry
 
 from paykafka import ConfigError, PaymentEvent, Settings, Telemetry
 from paykafka._observability import telemetry_for
 from paykafka._observability._metrics import Metrics
 from paykafka._observability._top import Snapshot, TopicState, view
+from paykafka._observability._tracing import sender_context
 
 EVENT = PaymentEvent(user="marek", amount=Decimal("249.99"), currency="PLN", method="blik")
 
@@ -28,15 +40,6 @@ def attributes(span: ReadableSpan) -> Mapping[str, Any]:
     """A finished span's attributes (never None once ended)."""
     assert span.attributes is not None
     return span.attributes
-
-
-@pytest.fixture
-def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider, exporter
-    provider.shutdown()
 
 
 def test_telemetry_is_none_when_everything_is_off() -> None:
@@ -80,15 +83,8 @@ def test_send_span_context_travels_in_a_traceparent_header(
     names = [name for name, _ in token.headers]
     assert "traceparent" in names
     telemetry.delivered(token, 2, 41)
-    with telemetry.handling(
-        topic="payments",
-        group="ledger",
-        partition=2,
-        offset=41,
-        key="marek",
-        event=EVENT,
-        headers=token.headers,
-    ):
+    record = Message(topic="payments", partition=2, offset=41, key=b"marek", headers=token.headers)
+    with telemetry.handling("payments", "ledger", EVENT, record):
         pass
     send, process = exporter.get_finished_spans()
     assert send.name == "send payments"
@@ -115,14 +111,109 @@ def test_record_without_trace_context_still_gets_a_consumer_span(
     """No traceparent header: a root CONSUMER span with no links."""
     provider, exporter = spans
     telemetry = Telemetry(tracer_provider=provider)
-    with telemetry.handling(
-        topic="payments", group="g", partition=0, offset=0, key=None, event=EVENT, headers=None
-    ):
+    with telemetry.handling("payments", "g", EVENT, Message(topic="payments", offset=0)):
         pass
     (process,) = exporter.get_finished_spans()
     assert process.parent is None
     assert process.kind is SpanKind.CONSUMER
     assert list(process.links) == []
+
+
+def test_a_dropped_send_span_carries_its_decision_to_the_handler() -> None:
+    """Sampled out at the sender: the record still carries the trace (sampled flag unset), and
+    the handler's span, following its parent, is not recorded but keeps the trace current."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.0)))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry = Telemetry(tracer_provider=provider)
+    token = telemetry.sending("payments", EVENT, b"marek")
+    telemetry.delivered(token, 0, 7)
+    (traceparent,) = [value for name, value in token.headers if name == "traceparent"]
+    assert isinstance(traceparent, bytes)
+    version, trace_id, _span_id, flags = traceparent.split(b"-")
+    assert version == b"00"
+    assert not int(flags, 16) & TraceFlags.SAMPLED
+    record = Message(topic="payments", partition=0, offset=7, headers=token.headers)
+    with telemetry.handling("payments", "ledger", EVENT, record):
+        assert not trace.get_current_span().is_recording()
+        current = trace.get_current_span().get_span_context()
+        assert f"{current.trace_id:032x}".encode() == trace_id
+        inside = telemetry.context_headers()
+    assert inside is not None
+    propagated = dict(inside)["traceparent"]
+    assert isinstance(propagated, bytes)
+    assert propagated.split(b"-")[1] == trace_id
+    assert not int(propagated.split(b"-")[3], 16) & TraceFlags.SAMPLED
+    assert exporter.get_finished_spans() == ()
+    provider.shutdown()
+
+
+def test_tracestate_travels_with_the_trace(
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """A vendor's tracestate on the caller's trace reaches the record and the handler's span."""
+    provider, exporter = spans
+    telemetry = Telemetry(tracer_provider=provider)
+    caller = SpanContext(
+        trace_id=0x1234,
+        span_id=0x42,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        trace_state=TraceState([("vendor", "abc")]),
+    )
+    with trace.use_span(NonRecordingSpan(caller)):
+        token = telemetry.sending("payments", EVENT, None)
+    telemetry.delivered(token, 0, 1)
+    assert dict(token.headers)["tracestate"] == b"vendor=abc"
+    record = Message(topic="payments", partition=0, offset=1, headers=token.headers)
+    with telemetry.handling("payments", "ledger", EVENT, record):
+        pass
+    send, process = exporter.get_finished_spans()
+    assert send.context.trace_id == process.context.trace_id == 0x1234
+    assert process.context.trace_state.get("vendor") == "abc"
+
+
+_TRACE = "0af7651916cd43dd8448eb211c80319c"
+_SPAN = "b7ad6b7169203331"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("traceparent", f"00-{_TRACE}-{_SPAN}-01".encode())],
+        [("traceparent", f"00-{_TRACE}-{_SPAN}-00".encode()), ("tracestate", b"a=1,b=2")],
+        [("other", b"x"), ("traceparent", f"00-{_TRACE}-{_SPAN}-03")],  # str, random flag
+        [("traceparent", f"00-{_TRACE.upper()}-{_SPAN}-01".encode())],  # not lower-case hex
+        [("traceparent", f"00-{'0' * 32}-{_SPAN}-01".encode())],  # zero trace id
+        [("traceparent", f"00-{_TRACE}-{'0' * 16}-01".encode())],  # zero span id
+        [("traceparent", f"ff-{_TRACE}-{_SPAN}-01".encode())],  # forbidden version
+        [("traceparent", f"01-{_TRACE}-{_SPAN}-01-future".encode())],  # later version
+        [("traceparent", f"00-{_TRACE}-{_SPAN}-01-extra".encode())],  # 00 allows nothing more
+        [("traceparent", f" 00-{_TRACE}-{_SPAN}-01".encode())],  # leading space
+        [("traceparent", b"garbage"), ("tracestate", b"a=1")],
+        [("traceparent", None)],
+        [("tracestate", b"a=1")],
+    ],
+)
+def test_trace_headers_read_as_the_sdk_reads_them(headers: list[tuple[str, Any]]) -> None:
+    """paykafka's reading of a record's trace headers agrees with the SDK's W3C propagator."""
+    carrier = {
+        name: value.decode() if isinstance(value, bytes) else value
+        for name, value in headers
+        if value is not None
+    }
+    expected = trace.get_current_span(
+        TraceContextTextMapPropagator().extract(carrier)
+    ).get_span_context()
+    found = sender_context(headers)
+    if not expected.is_valid:
+        assert found is None
+    else:
+        assert found == expected
+        assert found is not None
+        assert found.trace_flags == expected.trace_flags
+        assert found.trace_state == expected.trace_state
+        assert found.is_remote
 
 
 def test_failures_are_marked_on_spans(spans: tuple[TracerProvider, InMemorySpanExporter]) -> None:
@@ -133,9 +224,7 @@ def test_failures_are_marked_on_spans(spans: tuple[TracerProvider, InMemorySpanE
     telemetry.failed(token, "_MSG_TIMED_OUT")
     with (
         pytest.raises(KeyError),
-        telemetry.handling(
-            topic="payments", group="g", partition=0, offset=0, key=None, event=EVENT, headers=None
-        ),
+        telemetry.handling("payments", "g", EVENT, Message(topic="payments", offset=0)),
     ):
         raise KeyError("boom")
     send, process = exporter.get_finished_spans()
@@ -156,9 +245,7 @@ def test_metrics_count_the_event_lifecycle() -> None:
     ok = telemetry.sending("t", EVENT, None)
     telemetry.delivered(ok, 0, 0)
     telemetry.failed(telemetry.sending("t", EVENT, None), "_MSG_TIMED_OUT")
-    with telemetry.handling(
-        topic="t", group="g", partition=0, offset=0, key=None, event=EVENT, headers=None
-    ):
+    with telemetry.handling("t", "g", EVENT, Message(topic="t", partition=0, offset=0)):
         pass
     telemetry.handled("t", "g")
     telemetry.retried("t", "g")
@@ -185,6 +272,53 @@ def test_metrics_count_the_event_lifecycle() -> None:
         _value(registry, "paykafka_handler_duration_seconds_count", topic="t", consumergroup="g")
         == 1
     )
+
+
+@pytest.mark.parametrize("tracing", [False, True])
+def test_a_counted_handler_call_is_handled_only_when_it_returns(
+    tracing: bool, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """handling(..., counted=True) counts the call as handled if it returns, not if it raises."""
+    registry = CollectorRegistry()
+    telemetry = Telemetry(registry=registry, tracer_provider=spans[0] if tracing else None)
+    record = Message(topic="t", partition=0, offset=0)
+    with telemetry.handling("t", "g", EVENT, record, counted=True):
+        pass
+    with pytest.raises(KeyError), telemetry.handling("t", "g", EVENT, record, counted=True):
+        raise KeyError("boom")
+    with telemetry.handling("t", "g", EVENT, record):
+        pass
+    assert _value(registry, "paykafka_events_handled_total", topic="t", consumergroup="g") == 1
+    assert (
+        _value(registry, "paykafka_handler_duration_seconds_count", topic="t", consumergroup="g")
+        == 3
+    )
+    assert len(spans[1].get_finished_spans()) == (3 if tracing else 0)
+
+
+@pytest.mark.parametrize("tracing", [False, True])
+def test_call_times_and_counts_the_handler(
+    tracing: bool, spans: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    """call() times every handler call and counts only those that return; a raise propagates."""
+    registry = CollectorRegistry()
+    telemetry = Telemetry(registry=registry, tracer_provider=spans[0] if tracing else None)
+    record = Message(topic="t", partition=0, offset=0)
+    seen: list[PaymentEvent] = []
+    telemetry.call(seen.append, EVENT, "t", "g", record)
+
+    def fail(_event: PaymentEvent) -> None:
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError):
+        telemetry.call(fail, EVENT, "t", "g", record)
+    assert seen == [EVENT]
+    assert _value(registry, "paykafka_events_handled_total", topic="t", consumergroup="g") == 1
+    assert (
+        _value(registry, "paykafka_handler_duration_seconds_count", topic="t", consumergroup="g")
+        == 2
+    )
+    assert len(spans[1].get_finished_spans()) == (2 if tracing else 0)
 
 
 def _stats(partitions: dict[str, dict[str, object]]) -> str:
@@ -230,6 +364,19 @@ def test_one_metrics_object_per_registry() -> None:
     """Two clients in one process share the registry's metrics instead of clashing."""
     registry = CollectorRegistry()
     assert Metrics.for_registry(registry) is Metrics.for_registry(registry)
+
+
+def test_a_new_registry_gets_its_own_metrics_even_at_a_reused_address() -> None:
+    """Registries made and dropped one after another (often at the same address) each get
+    paykafka's metrics registered in them, not those of a registry that is gone."""
+    addresses = set()
+    for _ in range(20):
+        registry = CollectorRegistry()
+        addresses.add(id(registry))
+        Telemetry(registry=registry).sending("t", EVENT, None)
+        assert _value(registry, "paykafka_events_sent_total", topic="t") == 1
+        del registry
+    assert len(addresses) < 20, "no address was reused: this run proved nothing"
 
 
 def _snapshot(at: float, ends: tuple[int, int], committed: int, isr: tuple[int, ...]) -> Snapshot:

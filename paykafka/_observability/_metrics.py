@@ -13,6 +13,7 @@ import bisect
 import json
 import logging
 import threading
+import weakref
 from typing import Any, ClassVar, NamedTuple
 
 from prometheus_client import REGISTRY, Gauge, start_http_server
@@ -33,11 +34,13 @@ class _Cells:
     Why not prometheus-client's own counters on the per-event paths: each ``inc()`` /
     ``observe()`` takes a lock, and a payment pipeline makes five of them per event, a cost
     comparable to producing and tracking the event itself. Here each thread adds into its own
-    list (no lock, no race: no other thread writes it) and a scrape sums the lists.
+    list (no lock, no race: no other thread writes it) and a scrape sums the lists. The hot
+    path is one thread-local lookup, one list index and one addition; a thread's first write,
+    and its first write after new series were added, take the slow path (:meth:`shard`).
     """
 
     def __init__(self) -> None:
-        self._local = threading.local()
+        self.local = threading.local()
         self._shards: list[list[float]] = []
         self._size = 0
         self._lock = threading.Lock()
@@ -47,15 +50,15 @@ class _Cells:
             start, self._size = self._size, self._size + count
             return start
 
-    def shard(self, needed: int) -> list[float]:
-        """This thread's list, at least ``needed`` long."""
-        cells: list[float] | None = getattr(self._local, "cells", None)
+    def shard(self) -> list[float]:
+        """This thread's list, made or grown to hold every series allocated so far."""
+        cells: list[float] | None = getattr(self.local, "cells", None)
         if cells is None:
-            cells = self._local.cells = []
+            cells = self.local.cells = []
             with self._lock:
                 self._shards.append(cells)
-        if len(cells) < needed:
-            cells.extend([0.0] * (max(needed, self._size) - len(cells)))
+        if len(cells) < self._size:
+            cells.extend([0.0] * (self._size - len(cells)))
         return cells
 
     def total(self, index: int) -> float:
@@ -67,15 +70,18 @@ class _Cells:
 class FastCounter:
     """One labelled counter series on :class:`_Cells`."""
 
-    __slots__ = ("_cells", "_index")
+    __slots__ = ("_cells", "_index", "_local")
 
     def __init__(self, cells: _Cells) -> None:
         self._cells = cells
+        self._local = cells.local
         self._index = cells.allocate(1)
 
     def inc(self, amount: float = 1.0) -> None:
-        i = self._index
-        self._cells.shard(i + 1)[i] += amount
+        try:
+            self._local.cells[self._index] += amount
+        except (AttributeError, IndexError):  # this thread's first write to this series
+            self._cells.shard()[self._index] += amount
 
     def value(self) -> float:
         return self._cells.total(self._index)
@@ -84,19 +90,29 @@ class FastCounter:
 class FastHistogram:
     """One labelled histogram series on :class:`_Cells`: a cell per bucket, and the sum."""
 
-    __slots__ = ("_base", "_bounds", "_cells")
+    __slots__ = ("_base", "_bounds", "_cells", "_local", "_sum")
 
     def __init__(self, cells: _Cells, bounds: tuple[float, ...]) -> None:
         self._cells = cells
+        self._local = cells.local
         self._bounds = bounds
         # One cell per bound, one for +Inf, one for the sum.
         self._base = cells.allocate(len(bounds) + 2)
+        self._sum = self._base + len(bounds) + 1
 
     def observe(self, value: float) -> None:
-        base = self._base
-        cells = self._cells.shard(base + len(self._bounds) + 2)
-        cells[base + bisect.bisect_left(self._bounds, value)] += 1
-        cells[base + len(self._bounds) + 1] += value
+        try:
+            cells = self._local.cells
+            cells[self._sum] += value
+        except (AttributeError, IndexError):  # this thread's first write to this series
+            cells = self._cells.shard()
+            cells[self._sum] += value
+        cells[self._base + bisect.bisect_left(self._bounds, value)] += 1
+
+    def count(self) -> float:
+        """How many values were observed."""
+        total = self._cells.total
+        return sum(total(self._base + i) for i in range(len(self._bounds) + 1))
 
     def buckets(self) -> tuple[list[tuple[str, float]], float]:
         """Cumulative (le, count) pairs ending with +Inf, and the sum."""
@@ -105,17 +121,27 @@ class FastHistogram:
         for i, bound in enumerate((*self._bounds, float("inf"))):
             cumulative += total(self._base + i)
             out.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
-        return out, total(self._base + len(self._bounds) + 1)
+        return out, total(self._sum)
 
 
 class _Family:
     """A metric name with its labelled series, exported by :class:`_Collector`."""
 
     def __init__(
-        self, cells: _Cells, kind: str, name: str, doc: str, labels: tuple[str, ...]
+        self,
+        cells: _Cells,
+        kind: str,
+        name: str,
+        doc: str,
+        labels: tuple[str, ...],
+        *,
+        counts: _Family | None = None,
     ) -> None:
         self.cells, self.kind, self.name, self.doc, self.labels = cells, kind, name, doc, labels
         self.series: dict[tuple[str, ...], FastCounter | FastHistogram] = {}
+        #: A counter that is the observation count of this histogram family: nothing to add
+        #: per event, the histogram already counts (delivered = delivery latencies observed).
+        self.counts = counts
         self._lock = threading.Lock()
 
     def labels_(self, *values: str) -> Any:
@@ -134,9 +160,10 @@ class _Family:
     def family(self) -> Any:
         if self.kind == "counter":
             counters = CounterMetricFamily(self.name, self.doc, labels=self.labels)
-            for values, series in list(self.series.items()):
-                assert isinstance(series, FastCounter)
-                counters.add_metric(list(values), series.value())
+            source = self if self.counts is None else self.counts
+            for values, series in list(source.series.items()):
+                value = series.count() if isinstance(series, FastHistogram) else series.value()
+                counters.add_metric(list(values), value)
             return counters
         histograms = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
         for values, series in list(self.series.items()):
@@ -164,7 +191,7 @@ class _Collector(Collector):
 
 class ProducerSeries(NamedTuple):
     sent: FastCounter
-    delivered: FastCounter
+    #: Also counts the deliveries (``paykafka_events_delivered_total``).
     latency: FastHistogram
 
 
@@ -176,22 +203,23 @@ class ConsumerSeries(NamedTuple):
 class Metrics:
     """paykafka's metrics in one Prometheus registry (one instance per registry)."""
 
-    _by_registry: ClassVar[dict[int, Metrics]] = {}
+    #: Weak keys: a registry that is dropped takes its metrics with it, and a new registry
+    #: that happens to reuse its address is not mistaken for it (keying by ``id()`` did that).
+    _by_registry: ClassVar[weakref.WeakKeyDictionary[Any, Metrics]] = weakref.WeakKeyDictionary()
     _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, registry: Any) -> None:
         cells = _Cells()
         families: list[_Family] = []
 
-        def family(kind: str, name: str, doc: str, *labels: str) -> _Family:
-            made = _Family(cells, kind, name, doc, labels)
+        def family(
+            kind: str, name: str, doc: str, *labels: str, counts: _Family | None = None
+        ) -> _Family:
+            made = _Family(cells, kind, name, doc, labels, counts=counts)
             families.append(made)
             return made
 
         self.sent = family("counter", "paykafka_events_sent", "Events given to send()", "topic")
-        self.delivered = family(
-            "counter", "paykafka_events_delivered", "Events the broker acknowledged", "topic"
-        )
         self.failed = family(
             "counter",
             "paykafka_events_failed",
@@ -234,6 +262,13 @@ class Metrics:
             "From send() to the broker's acknowledgement",
             "topic",
         )
+        self.delivered = family(
+            "counter",
+            "paykafka_events_delivered",
+            "Events the broker acknowledged",
+            "topic",
+            counts=self.delivery_latency,
+        )
         self.handler_duration = family(
             "histogram",
             "paykafka_handler_duration_seconds",
@@ -258,25 +293,25 @@ class Metrics:
             registry=registry,
         )
         self._lag_seen: dict[str | None, set[tuple[str, str, str]]] = {}
-        self._producing: dict[str, ProducerSeries] = {}
-        self._consuming: dict[tuple[str, str], ConsumerSeries] = {}
+        #: The per-event series by topic / (topic, group), for the hot paths to look up.
+        self.by_topic: dict[str, ProducerSeries] = {}
+        self.by_group: dict[tuple[str, str], ConsumerSeries] = {}
 
     def producing(self, topic: str) -> ProducerSeries:
         """The per-event series of one topic's producers, looked up once per topic."""
-        series = self._producing.get(topic)
+        series = self.by_topic.get(topic)
         if series is None:
-            series = self._producing[topic] = ProducerSeries(
+            series = self.by_topic[topic] = ProducerSeries(
                 self.sent.labels_(topic),
-                self.delivered.labels_(topic),
                 self.delivery_latency.labels_(topic),
             )
         return series
 
     def consuming(self, topic: str, group: str) -> ConsumerSeries:
         """The per-event series of one group on one topic, looked up once."""
-        series = self._consuming.get((topic, group))
+        series = self.by_group.get((topic, group))
         if series is None:
-            series = self._consuming[(topic, group)] = ConsumerSeries(
+            series = self.by_group[(topic, group)] = ConsumerSeries(
                 self.handled.labels_(topic, group),
                 self.handler_duration.labels_(topic, group),
             )
@@ -287,9 +322,9 @@ class Metrics:
         """The metrics of ``registry`` (default: prometheus-client's), created once."""
         registry = REGISTRY if registry is None else registry
         with cls._lock:
-            metrics = cls._by_registry.get(id(registry))
+            metrics = cls._by_registry.get(registry)
             if metrics is None:
-                metrics = cls._by_registry[id(registry)] = cls(registry)
+                metrics = cls._by_registry[registry] = cls(registry)
             return metrics
 
     def observe_statistics(self, group: str | None, stats_json: str) -> None:

@@ -9,9 +9,9 @@ None`` and nothing else; with every view off, :func:`telemetry_for` returns ``No
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -19,13 +19,21 @@ from paykafka._errors import ConfigError
 
 if TYPE_CHECKING:
     from paykafka._event import PaymentEvent
-    from paykafka._observability._metrics import Metrics
-    from paykafka._observability._tracing import Tracing
+    from paykafka._observability._metrics import (
+        FastCounter,
+        FastHistogram,
+        Metrics,
+        ProducerSeries,
+    )
+    from paykafka._observability._tracing import Record, Tracing
     from paykafka._settings import Settings
 
 __all__ = ["SendToken", "Telemetry", "telemetry_for"]
 
 log = logging.getLogger(__name__)
+
+#: No trace headers (tracing off): shared, never mutated.
+_NO_HEADERS: list[tuple[str, str | bytes | None]] = []
 
 #: Headers as librdkafka takes and gives them.
 Headers = Sequence[tuple[str, str | bytes | None]]
@@ -34,16 +42,26 @@ Headers = Sequence[tuple[str, str | bytes | None]]
 class SendToken:
     """What :meth:`Telemetry.sending` hands the producer to give back on the outcome."""
 
-    __slots__ = ("headers", "span", "started", "topic")
+    __slots__ = ("event", "headers", "key", "series", "span", "started", "topic")
 
     def __init__(
-        self, topic: str, started: float, span: Any, headers: list[tuple[str, str | bytes | None]]
-    ):
+        self,
+        topic: str,
+        event: PaymentEvent,
+        key: bytes | None,
+        span: Any,
+        headers: list[tuple[str, str | bytes | None]],
+    ) -> None:
         self.topic = topic
-        self.started = started
+        #: The span's per-event attributes are taken from these when it ends.
+        self.event = event
+        self.key = key
         self.span = span
         #: Headers to put on the record (the trace context); empty when tracing is off.
         self.headers = headers
+        #: The topic's producer metrics (looked up once per send, not again on delivery).
+        self.series: ProducerSeries | None = None
+        self.started = 0.0
 
 
 class Telemetry:
@@ -81,62 +99,81 @@ class Telemetry:
 
     def sending(self, topic: str, event: PaymentEvent, key: bytes | None) -> SendToken:
         """An event is about to be queued: open its span, count it, give the headers to add."""
-        span = None
-        headers: list[tuple[str, str | bytes | None]] = []
-        if self.tracing is not None:
-            span, headers = self.tracing.start_send(topic, event, key)
-        if self.metrics is not None:
-            self.metrics.producing(topic).sent.inc()
-        return SendToken(topic, time.perf_counter(), span, headers)
+        tracing = self.tracing
+        if tracing is None:
+            token = SendToken(topic, event, key, None, _NO_HEADERS)
+        else:
+            token = SendToken(topic, event, key, *tracing.start_send(topic))
+        metrics = self.metrics
+        if metrics is not None:
+            series = metrics.by_topic.get(topic) or metrics.producing(topic)
+            token.series = series
+            series.sent.inc()
+            token.started = perf_counter()
+        return token
 
     def delivered(self, token: SendToken, partition: int, offset: int) -> None:
         """The broker acknowledged the event."""
-        if self.metrics is not None:
-            series = self.metrics.producing(token.topic)
-            series.delivered.inc()
-            series.latency.observe(time.perf_counter() - token.started)
+        series = token.series
+        if series is not None:  # the latency histogram also counts the delivery
+            series.latency.observe(perf_counter() - token.started)
         if token.span is not None and self.tracing is not None:
-            self.tracing.end_send(token.span, partition, offset, None)
+            self.tracing.end_send(token, partition, offset, None)
 
     def failed(self, token: SendToken, code: str) -> None:
         """The event was not delivered (``code`` is librdkafka's error name)."""
         if self.metrics is not None:
             self.metrics.failed.labels_(token.topic, code).inc()
         if token.span is not None and self.tracing is not None:
-            self.tracing.end_send(token.span, None, None, code)
+            self.tracing.end_send(token, None, None, code)
 
     # -- handling ----------------------------------------------------------------------------
 
     def handling(
-        self,
-        *,
-        topic: str,
-        group: str,
-        partition: int,
-        offset: int,
-        key: str | None,
-        event: PaymentEvent,
-        headers: Headers | None,
+        self, topic: str, group: str, event: PaymentEvent, record: Record, counted: bool = False
     ) -> AbstractContextManager[object]:
         """Around one handler call: a consumer span continuing the sender's trace, a timer.
 
-        An exception from the handler is recorded (``error.type``) and re-raised unchanged.
+        ``record`` is the consumed record (confluent-kafka's ``Message``); the span reads its
+        headers, partition, offset and key only when tracing is on. With ``counted``, a call
+        that returns also counts as handled (one call per event instead of two, for callers
+        whose "handled" means "the handler returned"). An exception from the handler is
+        recorded (``error.type``) and re-raised unchanged.
         """
         span = None
         if self.tracing is not None:
-            span = self.tracing.process(
-                topic=topic,
-                group=group,
-                partition=partition,
-                offset=offset,
-                key=key,
-                event=event,
-                headers=headers,
-            )
-        duration = None
-        if self.metrics is not None:
-            duration = self.metrics.consuming(topic, group).duration
-        return _Handling(span, duration)
+            span = self.tracing.process(topic, group, event, record)
+        if self.metrics is None:
+            assert span is not None  # a Telemetry has tracing, metrics or both
+            return span
+        series = self.metrics.consuming(topic, group)
+        return _Handling(span, series.duration, series.handled if counted else None)
+
+    def call(
+        self,
+        handler: Callable[[PaymentEvent], object],
+        event: PaymentEvent,
+        topic: str,
+        group: str,
+        record: Record,
+    ) -> None:
+        """``handler(event)`` observed as :meth:`handling` with ``counted`` does it.
+
+        The trackers' hot path: with metrics alone it is a timer, a histogram cell and a
+        counter cell, without a context-manager object per event.
+        """
+        metrics = self.metrics
+        if self.tracing is not None or metrics is None:
+            with self.handling(topic, group, event, record, counted=True):
+                handler(event)
+            return
+        series = metrics.by_group.get((topic, group)) or metrics.consuming(topic, group)
+        started = perf_counter()
+        try:
+            handler(event)
+        finally:
+            series.duration.observe(perf_counter() - started)
+        series.handled.inc()
 
     def context_headers(self) -> list[tuple[str, str | bytes | None]] | None:
         """The current span's context as record headers (for records written inside a
@@ -181,19 +218,26 @@ class Telemetry:
 
 
 class _Handling:
-    """The context of one handler call (a plain class: cheaper than a generator per event)."""
+    """One handler call with metrics on: its duration (and, if asked, its success counted),
+    around its span when tracing is on too (a plain class: cheaper than a generator)."""
 
-    __slots__ = ("_duration", "_span", "_started")
+    __slots__ = ("_duration", "_handled", "_span", "_started")
 
-    def __init__(self, span: AbstractContextManager[Any] | None, duration: Any) -> None:
+    def __init__(
+        self,
+        span: AbstractContextManager[Any] | None,
+        duration: FastHistogram,
+        handled: FastCounter | None,
+    ) -> None:
         self._span = span
         self._duration = duration
+        self._handled = handled
         self._started = 0.0
 
     def __enter__(self) -> object:
         if self._span is not None:
             self._span.__enter__()
-        self._started = time.perf_counter()
+        self._started = perf_counter()
         return self
 
     def __exit__(
@@ -202,8 +246,9 @@ class _Handling:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._duration is not None:
-            self._duration.observe(time.perf_counter() - self._started)
+        self._duration.observe(perf_counter() - self._started)
+        if exc_type is None and self._handled is not None:
+            self._handled.inc()
         if self._span is not None:
             self._span.__exit__(exc_type, exc, tb)
 

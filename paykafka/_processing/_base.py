@@ -499,16 +499,7 @@ class ProcessorBase:
     def _span(self, msg: Any, event: PaymentEvent) -> AbstractContextManager[object]:
         """The handler's ``process`` span, continuing the input's trace (telemetry on)."""
         assert self._telemetry is not None
-        key = msg.key()
-        return self._telemetry.handling(
-            topic=msg.topic(),
-            group=self.settings.group_id,
-            partition=msg.partition(),
-            offset=msg.offset(),
-            key=key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
-            event=event,
-            headers=msg.headers(),
-        )
+        return self._telemetry.handling(msg.topic(), self.settings.group_id, event, msg)
 
     def _committed(self, batch: Batch, began: float) -> None:
         """Count a committed batch (telemetry too: an aborted batch counts nothing)."""

@@ -275,28 +275,22 @@ class TrackerBase:
             or str(conf.get("group.protocol", "")).lower() == "consumer"
         )
 
-    def _observed(self, work: Work[Any], event: PaymentEvent) -> AbstractContextManager[object]:
+    def _observed(
+        self, work: Work[Any], event: PaymentEvent, counted: bool = False
+    ) -> AbstractContextManager[object]:
         """Around one handler call when telemetry is on: the ``process`` span (continuing the
         sender's trace from the record's headers) and the handler-duration timer."""
         assert self._telemetry is not None
-        key = work.record.key()
         return self._telemetry.handling(
-            topic=work.topic,
-            group=self.settings.group_id,
-            partition=work.partition,
-            offset=work.offset,
-            key=key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
-            event=event,
-            headers=work.record.headers(),
+            work.topic, self.settings.group_id, event, work.record, counted
         )
 
     def _traced_call(
         self, handler: Callable[[PaymentEvent], object], work: Work[Any], event: PaymentEvent
     ) -> None:
         """``handler(event)`` inside its span; counted as handled when it returns."""
-        with self._observed(work, event):
-            handler(event)
-        self._count_handled(work)
+        assert self._telemetry is not None
+        self._telemetry.call(handler, event, work.topic, self.settings.group_id, work.record)
 
     def _count_handled(self, work: Work[Any]) -> None:
         if self._telemetry is not None:

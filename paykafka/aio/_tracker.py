@@ -424,9 +424,8 @@ class AsyncPaymentTracker(TrackerBase):
                     if self._telemetry is None:
                         await handler(decoded[1])
                     else:
-                        with self._observed(work, decoded[1]):
+                        with self._observed(work, decoded[1], counted=True):
                             await handler(decoded[1])
-                        self._count_handled(work)
                 else:
                     outcome = await self._apply(inbox, handler, work, decoded[1])
             except asyncio.CancelledError:

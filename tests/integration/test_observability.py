@@ -8,7 +8,7 @@ import socket
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,6 @@ import pytest
 from _events import make_events
 from confluent_kafka import Producer
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
@@ -33,7 +32,7 @@ from paykafka import (
     Settings,
     Telemetry,
 )
-from paykafka.aio import AsyncPaymentProducer, AsyncPaymentTracker
+from paykafka.aio import AsyncPaymentProcessor, AsyncPaymentProducer, AsyncPaymentTracker
 
 from ._cli import connection_flags, run_cli
 
@@ -44,15 +43,6 @@ def attributes(span: ReadableSpan) -> Mapping[str, Any]:
     """A finished span's attributes (never None once ended)."""
     assert span.attributes is not None
     return span.attributes
-
-
-@pytest.fixture
-def spans() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    yield provider, exporter
-    provider.shutdown()
 
 
 def test_one_trace_from_send_to_handler(
@@ -290,10 +280,12 @@ def test_top_live_refreshes_and_leaves_on_ctrl_c(topic_settings: Settings) -> No
     assert child.exitstatus == 0
 
 
+@pytest.mark.parametrize("face", ["sync", "async"])
 def test_a_trace_runs_through_the_exactly_once_processor(
-    topic_settings: Settings, spans: tuple[TracerProvider, InMemorySpanExporter]
+    face: str, topic_settings: Settings, spans: tuple[TracerProvider, InMemorySpanExporter]
 ) -> None:
-    """send -> processor's span -> its output's reader: one trace, parent to child."""
+    """send -> processor's span -> its output's reader: one trace, parent to child (both the
+    PaymentProcessor and the AsyncPaymentProcessor)."""
     provider, exporter = spans
     telemetry = Telemetry(tracer_provider=provider, registry=CollectorRegistry())
     settings = attrs.evolve(topic_settings, transactional_id=f"{topic_settings.topic}-tx")
@@ -302,10 +294,25 @@ def test_a_trace_runs_through_the_exactly_once_processor(
     with PaymentProducer(settings, telemetry=telemetry) as producer:
         for event in events:
             producer.send(event)
-    with PaymentProcessor(settings, output_topics=[forwarded], telemetry=telemetry) as processor:
-        handled = processor.run(
-            lambda e: Output(forwarded, e), stop_at_end=True, handle_signals=False
-        )
+    if face == "sync":
+        with PaymentProcessor(
+            settings, output_topics=[forwarded], telemetry=telemetry
+        ) as processor:
+            handled = processor.run(
+                lambda e: Output(forwarded, e), stop_at_end=True, handle_signals=False
+            )
+    else:
+
+        async def forward(event: PaymentEvent) -> Output:
+            return Output(forwarded, event)
+
+        async def main() -> int:
+            async with AsyncPaymentProcessor(
+                settings, output_topics=[forwarded], telemetry=telemetry
+            ) as processor:
+                return await processor.run(forward, stop_at_end=True, handle_signals=False)
+
+        handled = asyncio.run(main())
     assert handled == 10
     reader = attrs.evolve(settings, topic=forwarded, group_id=f"{forwarded}-reader")
     with PaymentTracker(reader, telemetry=telemetry) as tracker:
