@@ -53,3 +53,13 @@ def read_ids(
     finally:
         consumer.close()
     return seen
+
+
+def assert_committed_once(
+    settings: Settings, topics: Sequence[str], expected: set[uuid.UUID]
+) -> Counter[uuid.UUID]:
+    """Read ``topics`` as a read_committed reader: exactly ``expected`` ids, each once."""
+    seen = read_ids(settings, topics, isolation="read_committed")
+    assert seen.keys() == expected
+    assert set(seen.values()) <= {1}, {k: n for k, n in seen.items() if n > 1}
+    return seen

@@ -11,7 +11,7 @@ from decimal import Decimal
 import attrs
 import pytest
 from _events import make_events
-from _outputs import read_ids
+from _outputs import assert_committed_once, read_ids
 
 from paykafka import (
     FencedError,
@@ -68,9 +68,7 @@ def test_async_router_writes_each_input_once_and_commits_its_offsets(
     assert aborted == 0
     big = {e.payment_id for e in sent if e.amount > THRESHOLD}
     assert read_ids(settings, [review], isolation="read_committed").keys() == big
-    seen = read_ids(settings, [review, cleared], isolation="read_committed")
-    assert seen.keys() == {e.payment_id for e in sent}
-    assert set(seen.values()) == {1}
+    assert_committed_once(settings, [review, cleared], {e.payment_id for e in sent})
     assert KafkaAdmin(settings).lag(settings.group_id, settings.topic).total == 0
 
 
@@ -101,9 +99,7 @@ def test_async_handler_error_aborts_the_batch_and_it_is_handled_again(
     aborted, dead = asyncio.run(main())
     assert failed
     assert (aborted, dead) == (1, 0)
-    committed = read_ids(settings, [review, cleared], isolation="read_committed")
-    assert committed.keys() == {e.payment_id for e in sent}
-    assert set(committed.values()) == {1}
+    committed = assert_committed_once(settings, [review, cleared], {e.payment_id for e in sent})
     uncommitted = read_ids(settings, [review, cleared], isolation="read_uncommitted")
     assert sum(uncommitted.values()) > sum(committed.values())  # the aborted writes exist
 
@@ -146,9 +142,9 @@ def test_a_newer_async_processor_with_the_same_id_fences_the_older(
     fenced, old_handled, new_handled = asyncio.run(main())
     assert isinstance(fenced, FencedError), repr(fenced)
     assert (old_handled, new_handled) == (len(first_batch), len(second_batch))
-    seen = read_ids(settings, [review, cleared], isolation="read_committed")
-    assert seen.keys() == {e.payment_id for e in first_batch + second_batch}
-    assert set(seen.values()) == {1}
+    assert_committed_once(
+        settings, [review, cleared], {e.payment_id for e in first_batch + second_batch}
+    )
 
 
 def test_cancelling_run_aborts_the_open_transaction_and_the_next_run_handles_it_once(
@@ -191,9 +187,7 @@ def test_cancelling_run_aborts_the_open_transaction_and_the_next_run_handles_it_
             return await processor.run(route, stop_at_end=True, handle_signals=False)
 
     assert asyncio.run(second_run()) == len(sent) - handled
-    seen = read_ids(settings, [review, cleared], isolation="read_committed")
-    assert seen.keys() == {e.payment_id for e in sent}
-    assert set(seen.values()) == {1}
+    assert_committed_once(settings, [review, cleared], {e.payment_id for e in sent})
 
 
 def test_sigterm_stops_the_async_processor_after_the_current_transaction(

@@ -9,7 +9,7 @@ from decimal import Decimal
 import attrs
 import pytest
 from _events import make_events
-from _outputs import read_ids
+from _outputs import assert_committed_once, read_ids
 from confluent_kafka import Producer
 
 from paykafka import (
@@ -68,9 +68,7 @@ def test_router_writes_each_input_once_and_commits_its_offsets(
     assert handled == 300
     big = {e.payment_id for e in sent if e.amount > THRESHOLD}
     assert read_ids(settings, [review], isolation="read_committed").keys() == big
-    seen = read_ids(settings, [review, cleared], isolation="read_committed")
-    assert seen.keys() == {e.payment_id for e in sent}
-    assert set(seen.values()) == {1}
+    assert_committed_once(settings, [review, cleared], {e.payment_id for e in sent})
     assert KafkaAdmin(settings).lag(settings.group_id, settings.topic).total == 0
 
 
@@ -96,9 +94,7 @@ def test_a_handler_error_aborts_the_batch_and_it_is_handled_again(
         assert p.transactions[1] >= 1
         assert p.dead_lettered == 0
     assert failed.is_set()
-    committed = read_ids(settings, [review, cleared], isolation="read_committed")
-    assert committed.keys() == {e.payment_id for e in sent}
-    assert set(committed.values()) == {1}
+    committed = assert_committed_once(settings, [review, cleared], {e.payment_id for e in sent})
     uncommitted = read_ids(settings, [review, cleared], isolation="read_uncommitted")
     assert sum(uncommitted.values()) > sum(committed.values())  # the aborted writes exist
 
@@ -165,9 +161,9 @@ def test_a_second_instance_with_the_same_transactional_id_fences_the_first(
     assert isinstance(errors.pop("old", None), FencedError)
     assert not errors
     assert (old.handled, new.handled) == (len(first_batch), len(second_batch))
-    seen = read_ids(settings, [review, cleared], isolation="read_committed")
-    assert seen.keys() == {e.payment_id for e in first_batch + second_batch}
-    assert set(seen.values()) == {1}
+    assert_committed_once(
+        settings, [review, cleared], {e.payment_id for e in first_batch + second_batch}
+    )
 
 
 def test_without_dead_letters_a_failing_handler_stops_the_processor_uncommitted(
@@ -250,6 +246,4 @@ def test_an_input_the_handler_keeps_failing_on_is_dead_lettered_after_its_retrie
     [letter] = DeadLetterQueue(settings).letters()
     assert letter.reason == "handler_failed"
     assert "LookupError: no route for this one" in letter.message
-    seen = read_ids(settings, [review, cleared], isolation="read_committed")
-    assert seen.keys() == {e.payment_id for e in sent} - {poison}
-    assert set(seen.values()) == {1}
+    assert_committed_once(settings, [review, cleared], {e.payment_id for e in sent} - {poison})
