@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 from types import FrameType
 
-__all__ = ["install_loop_stop_signals", "install_stop_signals"]
+__all__ = ["call_on_loop", "install_loop_stop_signals", "install_stop_signals"]
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +68,21 @@ def install_loop_stop_signals(stop: Callable[[], None], after: str) -> Callable[
                 signal.signal(s, handler)
 
     return restore
+
+
+def call_on_loop(loop: asyncio.AbstractEventLoop | None, fn: Callable[[], None]) -> bool:
+    """Run ``fn`` on ``loop`` from any thread or signal handler: at once on the loop's own
+    thread, else handed over with ``call_soon_threadsafe`` (asyncio objects are not
+    thread-safe). ``False`` when there is no open loop to run it on; the caller then records
+    the request itself, for the next ``run()`` to see."""
+    if loop is None or loop.is_closed():
+        return False
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        fn()
+    else:
+        loop.call_soon_threadsafe(fn)
+    return True

@@ -35,7 +35,7 @@ from paykafka._errors import DecodeError
 from paykafka._event import PaymentEvent
 from paykafka._processing._base import FIRST_RECORD_WAIT, Decoded, Headers, ProcessorBase
 from paykafka._processing._core import Batch, Output, as_outputs, checked_outputs
-from paykafka._signals import install_loop_stop_signals
+from paykafka._signals import call_on_loop, install_loop_stop_signals
 
 __all__ = ["AsyncHandler", "AsyncPaymentProcessor"]
 
@@ -113,18 +113,8 @@ class AsyncPaymentProcessor(ProcessorBase):
 
         Safe from any thread and from signal handlers.
         """
-        loop = self._loop
-        if loop is None or loop.is_closed():
+        if not call_on_loop(self._loop, self._request_stop):
             self._stopping = True
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._request_stop()
-        else:
-            loop.call_soon_threadsafe(self._request_stop)
 
     def _request_stop(self) -> None:
         self._stopping = True

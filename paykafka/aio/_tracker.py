@@ -41,7 +41,7 @@ from paykafka._registry import RegistryClient
 from paykafka._schema import load_schema, require_agreement
 from paykafka._security import client_creation_error
 from paykafka._serde import EventDeserializer
-from paykafka._signals import install_loop_stop_signals
+from paykafka._signals import call_on_loop, install_loop_stop_signals
 from paykafka._tracking import TrackedEvent, TrackerBase, Verdict, Work
 from paykafka._tracking._base import Decoded
 
@@ -171,18 +171,8 @@ class AsyncPaymentTracker(TrackerBase):
 
         Safe from any thread and from signal handlers.
         """
-        loop = self._loop
-        if loop is None or loop.is_closed():
+        if not call_on_loop(self._loop, self._request_stop):
             self._stopping = True
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._request_stop()
-        else:
-            loop.call_soon_threadsafe(self._request_stop)
 
     @property
     def in_flight(self) -> int:
