@@ -22,8 +22,9 @@ from paykafka._exactly_once import AsyncInbox, Inbox, InboxOutcome
 from paykafka._observability import Telemetry, telemetry_for
 from paykafka._observability._telemetry import STATISTICS_INTERVAL_MS
 from paykafka._registry import RegistryClient
-from paykafka._schema import PaymentSchema
+from paykafka._schema import PaymentSchema, require_agreement
 from paykafka._security import SecurityWatch
+from paykafka._serde import EventDeserializer
 from paykafka._settings import Settings, client_kafka_options
 from paykafka._tracking._core import Policy, TrackerCore, Verdict, Work
 
@@ -218,6 +219,26 @@ class TrackerBase:
             work.offset,
         )
         return core.rejected(work, stopping=stopping)
+
+    def _prepare(self, schema: PaymentSchema) -> tuple[EventDeserializer, dict[str, Any]]:
+        """The start-up both shells share before their consumer exists: the schema must agree
+        with ``PaymentEvent``, the decoder reads writer schemas through the registry, and the
+        consumer config says whether partitions are handed over one by one."""
+        require_agreement(schema)
+        if self._registry is None:
+            self._registry = RegistryClient(self.settings)
+        decoder = EventDeserializer(schema, self._registry.schema_by_id)
+        conf = self._consumer_config(error_cb=self._on_error, on_commit=self._on_commit)
+        self._incremental = self._incremental_protocol(conf)
+        return decoder, conf
+
+    def _on_error(self, err: Any) -> None:
+        """librdkafka's error callback (each shell reacts in its own way)."""
+        raise NotImplementedError
+
+    def _on_commit(self, err: Any, partitions: list[Any]) -> None:
+        """librdkafka's commit callback (each shell reacts in its own way)."""
+        raise NotImplementedError
 
     def _consumer_config(self, **library: Any) -> dict[str, Any]:
         """The consumer settings every shell uses: offsets are committed by the shell, only

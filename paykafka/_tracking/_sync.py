@@ -42,8 +42,7 @@ from paykafka._errors import (
 )
 from paykafka._event import PaymentEvent
 from paykafka._exactly_once import AsyncInbox, Inbox, InboxOutcome
-from paykafka._registry import RegistryClient
-from paykafka._schema import load_schema, require_agreement
+from paykafka._schema import load_schema
 from paykafka._security import client_creation_error
 from paykafka._serde import EventDeserializer
 from paykafka._signals import install_stop_signals
@@ -137,13 +136,7 @@ class PaymentTracker(TrackerBase):
         """Connect and subscribe; idempotent."""
         if self._consumer is not None:
             return self
-        schema = self._schema or load_schema(self.settings.schema_path)
-        require_agreement(schema)
-        if self._registry is None:
-            self._registry = RegistryClient(self.settings)
-        self._decode = EventDeserializer(schema, self._registry.schema_by_id)
-        conf = self._consumer_config(error_cb=self._on_error, on_commit=self._on_commit)
-        self._incremental = self._incremental_protocol(conf)
+        self._decode, conf = self._prepare(self._schema or load_schema(self.settings.schema_path))
         self._revoke_wait = min(
             _REVOKE_WAIT, float(conf.get("max.poll.interval.ms", 300_000)) / 2000
         )

@@ -37,8 +37,7 @@ from paykafka._errors import (
 )
 from paykafka._event import PaymentEvent
 from paykafka._exactly_once import AsyncInbox, Inbox, InboxOutcome
-from paykafka._registry import RegistryClient
-from paykafka._schema import load_schema, require_agreement
+from paykafka._schema import load_schema
 from paykafka._security import client_creation_error
 from paykafka._serde import EventDeserializer
 from paykafka._signals import call_on_loop, install_loop_stop_signals
@@ -108,12 +107,7 @@ class AsyncPaymentTracker(TrackerBase):
         schema = self._schema
         if schema is None:
             schema = await asyncio.to_thread(load_schema, self.settings.schema_path)
-        require_agreement(schema)  # the schema and PaymentEvent must agree, as for every client
-        if self._registry is None:
-            self._registry = RegistryClient(self.settings)
-        self._decode = EventDeserializer(schema, self._registry.schema_by_id)
-        conf = self._consumer_config(error_cb=self._on_error, on_commit=self._on_commit)
-        self._incremental = self._incremental_protocol(conf)
+        self._decode, conf = self._prepare(schema)
         try:
             consumer = Consumer(conf)
         except KafkaException as exc:
