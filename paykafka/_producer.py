@@ -350,8 +350,8 @@ class _ProducerBase:
         telemetry = self._telemetry
         if telemetry is None:
             return None
-        future._token = token = telemetry.sending(self.settings.topic, future.event, key)
-        return token.headers or None
+        future._token, headers = telemetry.sending(self.settings.topic, future.event, key)
+        return headers or None
 
     def _telemetry_failed(self, future: DeliveryFuture, code: str) -> None:
         """A send that failed (before or after queueing): its span and counters end here."""
@@ -453,7 +453,7 @@ class _ProducerBase:
         self._pending.pop(id(future), None)
         if err is None:
             if future._token is not None and self._telemetry is not None:
-                self._telemetry.delivered(future._token, msg.partition(), msg.offset())
+                self._telemetry.delivered(future._token, msg)
             future._settle((msg.partition(), msg.offset()), None)
         else:
             self._telemetry_failed(future, err.name())

@@ -49,6 +49,10 @@ class FakeMessage:
     def offset(self) -> int:
         return self._offset
 
+    def latency(self) -> float:
+        """librdkafka's produce-to-acknowledgement time; a fake broker answers at once."""
+        return 0.001
+
 
 Report = tuple[Callable[[Any, Any], None], Any, Any]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -15,7 +16,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
@@ -31,7 +32,7 @@ from paykafka import ConfigError, PaymentEvent, Settings, Telemetry
 from paykafka._observability import telemetry_for
 from paykafka._observability._metrics import Metrics
 from paykafka._observability._top import Snapshot, TopicState, view
-from paykafka._observability._tracing import sender_context
+from paykafka._observability._tracing import drops_unsampled_remote, sender_context
 
 EVENT = PaymentEvent(user="marek", amount=Decimal("249.99"), currency="PLN", method="blik")
 
@@ -79,11 +80,13 @@ def test_send_span_context_travels_in_a_traceparent_header(
     """The send span's context is in the record's headers; the process span is its child."""
     provider, exporter = spans
     telemetry = Telemetry(tracer_provider=provider)
-    token = telemetry.sending("payments", EVENT, b"marek")
-    names = [name for name, _ in token.headers]
+    token, headers = telemetry.sending("payments", EVENT, b"marek")
+    assert token is not None
+    assert headers is not None
+    names = [name for name, _ in headers]
     assert "traceparent" in names
-    telemetry.delivered(token, 2, 41)
-    record = Message(topic="payments", partition=2, offset=41, key=b"marek", headers=token.headers)
+    telemetry.delivered(token, Message(topic="t", partition=2, offset=41, latency=0.003))
+    record = Message(topic="payments", partition=2, offset=41, key=b"marek", headers=headers)
     with telemetry.handling("payments", "ledger", EVENT, record):
         pass
     send, process = exporter.get_finished_spans()
@@ -126,14 +129,15 @@ def test_a_dropped_send_span_carries_its_decision_to_the_handler() -> None:
     provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.0)))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     telemetry = Telemetry(tracer_provider=provider)
-    token = telemetry.sending("payments", EVENT, b"marek")
-    telemetry.delivered(token, 0, 7)
-    (traceparent,) = [value for name, value in token.headers if name == "traceparent"]
+    token, headers = telemetry.sending("payments", EVENT, b"marek")
+    assert token is None  # the span was dropped: nothing waits for the acknowledgement
+    assert headers is not None
+    (traceparent,) = [value for name, value in headers if name == "traceparent"]
     assert isinstance(traceparent, bytes)
     version, trace_id, _span_id, flags = traceparent.split(b"-")
     assert version == b"00"
     assert not int(flags, 16) & TraceFlags.SAMPLED
-    record = Message(topic="payments", partition=0, offset=7, headers=token.headers)
+    record = Message(topic="payments", partition=0, offset=7, headers=headers)
     with telemetry.handling("payments", "ledger", EVENT, record):
         assert not trace.get_current_span().is_recording()
         current = trace.get_current_span().get_span_context()
@@ -162,10 +166,12 @@ def test_tracestate_travels_with_the_trace(
         trace_state=TraceState([("vendor", "abc")]),
     )
     with trace.use_span(NonRecordingSpan(caller)):
-        token = telemetry.sending("payments", EVENT, None)
-    telemetry.delivered(token, 0, 1)
-    assert dict(token.headers)["tracestate"] == b"vendor=abc"
-    record = Message(topic="payments", partition=0, offset=1, headers=token.headers)
+        token, headers = telemetry.sending("payments", EVENT, None)
+    assert token is not None
+    assert headers is not None
+    telemetry.delivered(token, Message(topic="t", partition=0, offset=1, latency=0.003))
+    assert dict(headers)["tracestate"] == b"vendor=abc"
+    record = Message(topic="payments", partition=0, offset=1, headers=headers)
     with telemetry.handling("payments", "ledger", EVENT, record):
         pass
     send, process = exporter.get_finished_spans()
@@ -220,7 +226,8 @@ def test_failures_are_marked_on_spans(spans: tuple[TracerProvider, InMemorySpanE
     """A failed delivery and a raising handler both carry error.type and an error status."""
     provider, exporter = spans
     telemetry = Telemetry(tracer_provider=provider)
-    token = telemetry.sending("payments", EVENT, None)
+    token, _ = telemetry.sending("payments", EVENT, None)
+    assert token is not None
     telemetry.failed(token, "_MSG_TIMED_OUT")
     with (
         pytest.raises(KeyError),
@@ -234,6 +241,54 @@ def test_failures_are_marked_on_spans(spans: tuple[TracerProvider, InMemorySpanE
     assert process.status.status_code is StatusCode.ERROR
 
 
+def test_a_sampler_that_keeps_unsampled_remote_children_still_decides() -> None:
+    """The handler of a record whose sender was sampled out gets no span of its own only
+    when the sampler would drop it anyway; a sampler that records such children gets its span,
+    a child of the sender's, as the SDK would make it."""
+    exporter = InMemorySpanExporter()
+    keeping = ParentBased(TraceIdRatioBased(0.0), remote_parent_not_sampled=ALWAYS_ON)
+    provider = TracerProvider(sampler=keeping)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    assert not drops_unsampled_remote(provider)
+    assert drops_unsampled_remote(TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.5))))
+    assert not drops_unsampled_remote(trace.NoOpTracerProvider())
+    telemetry = Telemetry(tracer_provider=provider)
+    token, headers = telemetry.sending("payments", EVENT, b"marek")
+    assert token is None
+    assert headers is not None
+    sender = sender_context(headers)
+    assert sender is not None
+    assert not sender.trace_flags.sampled
+    record = Message(topic="payments", partition=0, offset=7, headers=headers)
+    with telemetry.handling("payments", "ledger", EVENT, record):
+        assert trace.get_current_span().is_recording()
+    (process,) = exporter.get_finished_spans()
+    assert process.name == "process payments"
+    assert process.context.trace_id == sender.trace_id
+    assert process.parent is not None
+    assert process.parent.span_id == sender.span_id
+    provider.shutdown()
+
+
+def test_a_record_from_an_unsampled_sender_runs_in_the_senders_context() -> None:
+    """With the usual parent-based sampler the handler of a sampled-out record runs in the
+    sender's own (non-recording) context: no new span, the same trace and parent ids."""
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.0)))
+    telemetry = Telemetry(tracer_provider=provider)
+    _, headers = telemetry.sending("payments", EVENT, b"marek")
+    assert headers is not None
+    sender = sender_context(headers)
+    assert sender is not None
+    record = Message(topic="payments", partition=0, offset=7, headers=headers)
+    with telemetry.handling("payments", "ledger", EVENT, record) as span:
+        current = trace.get_current_span().get_span_context()
+    assert span is not None
+    assert (current.trace_id, current.span_id) == (sender.trace_id, sender.span_id)
+    assert current.is_remote
+    assert trace.get_current_span().get_span_context() != current  # detached on the way out
+    provider.shutdown()
+
+
 def _value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
     return registry.get_sample_value(name, labels)
 
@@ -242,9 +297,12 @@ def test_metrics_count_the_event_lifecycle() -> None:
     """Sent, delivered, failed, handled, retried, dead-lettered and duplicates are counted."""
     registry = CollectorRegistry()
     telemetry = Telemetry(registry=registry)
-    ok = telemetry.sending("t", EVENT, None)
-    telemetry.delivered(ok, 0, 0)
-    telemetry.failed(telemetry.sending("t", EVENT, None), "_MSG_TIMED_OUT")
+    ok, _ = telemetry.sending("t", EVENT, None)
+    failed, _ = telemetry.sending("t", EVENT, None)
+    assert ok is not None
+    assert failed is not None
+    telemetry.delivered(ok, Message(topic="t", partition=0, offset=0, latency=0.003))
+    telemetry.failed(failed, "_MSG_TIMED_OUT")
     with telemetry.handling("t", "g", EVENT, Message(topic="t", partition=0, offset=0)):
         pass
     telemetry.handled("t", "g")
@@ -272,6 +330,60 @@ def test_metrics_count_the_event_lifecycle() -> None:
         _value(registry, "paykafka_handler_duration_seconds_count", topic="t", consumergroup="g")
         == 1
     )
+
+
+def test_delivery_latency_is_the_one_librdkafka_measured() -> None:
+    """The latency given with the acknowledgement (``Message.latency()``) is what the
+    histogram holds, in its bucket; every send of a topic shares one token with tracing off."""
+    registry = CollectorRegistry()
+    telemetry = Telemetry(registry=registry)
+    (first, _), (second, _) = (
+        telemetry.sending("t", EVENT, None),
+        telemetry.sending("t", EVENT, b"k"),
+    )
+    assert first is second
+    assert first is not None
+    assert second is not None
+    assert telemetry.sending("u", EVENT, None)[0] is not first
+    telemetry.delivered(first, Message(topic="t", partition=0, offset=0, latency=0.003))
+    telemetry.delivered(second, Message(topic="t", partition=0, offset=1, latency=0.2))
+    name = "paykafka_delivery_latency_seconds"
+    assert _value(registry, f"{name}_sum", topic="t") == pytest.approx(0.203)
+    assert _value(registry, f"{name}_bucket", topic="t", le="0.0025") == 0
+    assert _value(registry, f"{name}_bucket", topic="t", le="0.005") == 1
+    assert _value(registry, f"{name}_bucket", topic="t", le="0.25") == 2
+    assert _value(registry, "paykafka_events_sent_total", topic="t") == 2
+    assert _value(registry, "paykafka_events_sent_total", topic="u") == 1
+
+
+def test_a_handler_timer_made_after_a_thread_first_wrote_is_counted() -> None:
+    """A thread whose cells predate a series (it wrote another one first) still records it:
+    handled_in grows the thread's cells rather than losing or misplacing the write."""
+    registry = CollectorRegistry()
+    telemetry = Telemetry(registry=registry)
+    telemetry.retried("t", "g")  # this thread's cells now end before the timer's
+    timer = telemetry.timer("t", "g")
+    assert timer is not None
+    timer.handled_in(0.004)
+    done = threading.Thread(target=timer.handled_in, args=(0.03,))
+    done.start()
+    done.join()
+    handled = _value(registry, "paykafka_events_handled_total", topic="t", consumergroup="g")
+    assert handled == 2
+    name = "paykafka_handler_duration_seconds"
+    assert _value(registry, f"{name}_sum", topic="t", consumergroup="g") == pytest.approx(0.034)
+    assert _value(registry, f"{name}_bucket", topic="t", consumergroup="g", le="0.005") == 1
+    assert _value(registry, f"{name}_bucket", topic="t", consumergroup="g", le="0.025") == 1
+    assert _value(registry, f"{name}_bucket", topic="t", consumergroup="g", le="0.05") == 2
+    assert _value(registry, "paykafka_handler_retries_total", topic="t", consumergroup="g") == 1
+
+
+def test_there_is_no_handler_timer_when_tracing_is_on(
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """With tracing on the handler call needs its span, so the hot loops must use call()."""
+    assert Telemetry(registry=CollectorRegistry(), tracer_provider=spans[0]).timer("t", "g") is None
+    assert Telemetry(tracer_provider=spans[0]).timer("t", "g") is None
 
 
 @pytest.mark.parametrize("tracing", [False, True])

@@ -623,6 +623,9 @@ def test_telemetry_headers_and_outcomes(clients: list[FakeProducer]) -> None:
     assert all(h is not None and h[0][0] == "traceparent" for h in fake.headers)
     assert registry.get_sample_value("paykafka_events_sent_total", {"topic": topic}) == 5
     assert registry.get_sample_value("paykafka_events_delivered_total", {"topic": topic}) == 3
+    # The latency observed is the one on the delivery report (librdkafka's), 1 ms each here.
+    latency = registry.get_sample_value("paykafka_delivery_latency_seconds_sum", {"topic": topic})
+    assert latency == pytest.approx(0.003)
     failed = {"topic": topic, "error": "_MSG_TIMED_OUT"}
     assert registry.get_sample_value("paykafka_events_failed_total", failed) == 2
     made._producer = None

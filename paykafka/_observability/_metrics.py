@@ -195,9 +195,42 @@ class ProducerSeries(NamedTuple):
     latency: FastHistogram
 
 
-class ConsumerSeries(NamedTuple):
-    handled: FastCounter
-    duration: FastHistogram
+class ConsumerSeries:
+    """One group's handler series on one topic: the handled counter and the duration
+    histogram, written together by :meth:`handled_in` (one call per handled event)."""
+
+    __slots__ = (
+        "_base",
+        "_bounds",
+        "_cells",
+        "_count",
+        "_local",
+        "_sum",
+        "_top",
+        "duration",
+        "handled",
+    )
+
+    def __init__(self, handled: FastCounter, duration: FastHistogram) -> None:
+        self.handled = handled
+        self.duration = duration
+        self._cells = handled._cells
+        self._local = handled._local
+        self._count = handled._index
+        self._base, self._sum, self._bounds = duration._base, duration._sum, duration._bounds
+        # The highest cell written: when this thread's list holds it, it holds them all.
+        self._top = max(self._count, self._sum)
+
+    def handled_in(self, seconds: float) -> None:
+        """A handler call that returned after ``seconds``: its duration, and one handled."""
+        try:
+            cells = self._local.cells
+            cells[self._top]  # IndexError when this thread's list is too short
+        except (AttributeError, IndexError):  # this thread's first write to these series
+            cells = self._cells.shard()
+        cells[self._count] += 1
+        cells[self._sum] += seconds
+        cells[self._base + bisect.bisect_left(self._bounds, seconds)] += 1
 
 
 class Metrics:

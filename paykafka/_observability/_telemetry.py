@@ -13,13 +13,14 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from time import perf_counter
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from paykafka._errors import ConfigError
 
 if TYPE_CHECKING:
     from paykafka._event import PaymentEvent
     from paykafka._observability._metrics import (
+        ConsumerSeries,
         FastCounter,
         FastHistogram,
         Metrics,
@@ -32,36 +33,43 @@ __all__ = ["SendToken", "Telemetry", "telemetry_for"]
 
 log = logging.getLogger(__name__)
 
-#: No trace headers (tracing off): shared, never mutated.
-_NO_HEADERS: list[tuple[str, str | bytes | None]] = []
-
 #: Headers as librdkafka takes and gives them.
 Headers = Sequence[tuple[str, str | bytes | None]]
 
 
-class SendToken:
-    """What :meth:`Telemetry.sending` hands the producer to give back on the outcome."""
+class Acknowledged(Protocol):
+    """What the telemetry reads of a delivery report's record (confluent-kafka's Message)."""
 
-    __slots__ = ("event", "headers", "key", "series", "span", "started", "topic")
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def latency(self) -> float | None: ...
+
+
+class SendToken:
+    """What :meth:`Telemetry.sending` hands the producer to give back on the outcome.
+
+    One per send whose span is recorded, holding the span; otherwise one per topic, shared by
+    every send (nothing per event to remember: the delivery latency comes from librdkafka).
+    """
+
+    __slots__ = ("event", "key", "series", "span", "topic")
 
     def __init__(
         self,
         topic: str,
-        event: PaymentEvent,
+        event: PaymentEvent | None,
         key: bytes | None,
         span: Any,
-        headers: list[tuple[str, str | bytes | None]],
+        *,
+        series: ProducerSeries | None = None,
     ) -> None:
         self.topic = topic
         #: The span's per-event attributes are taken from these when it ends.
         self.event = event
         self.key = key
         self.span = span
-        #: Headers to put on the record (the trace context); empty when tracing is off.
-        self.headers = headers
-        #: The topic's producer metrics (looked up once per send, not again on delivery).
-        self.series: ProducerSeries | None = None
-        self.started = 0.0
+        #: The topic's producer metrics (looked up once per topic, not per send).
+        self.series = series
 
 
 class Telemetry:
@@ -83,6 +91,8 @@ class Telemetry:
     ) -> None:
         self.tracing: Tracing | None = None
         self.metrics: Metrics | None = None
+        #: The shared send token of each topic, for the sends whose span is not recorded.
+        self._tokens: dict[str, SendToken] = {}
         if tracing or tracer_provider is not None:
             from paykafka._observability._tracing import Tracing  # noqa: PLC0415 - optional extra
 
@@ -97,28 +107,53 @@ class Telemetry:
 
     # -- producing ---------------------------------------------------------------------------
 
-    def sending(self, topic: str, event: PaymentEvent, key: bytes | None) -> SendToken:
-        """An event is about to be queued: open its span, count it, give the headers to add."""
+    def sending(
+        self, topic: str, event: PaymentEvent, key: bytes | None
+    ) -> tuple[SendToken | None, list[tuple[str, str | bytes | None]] | None]:
+        """An event is about to be queued: open its span, count it. Returns the token to give
+        back with the outcome (``None`` when nothing waits for it) and the headers to put on
+        the record (``None`` when tracing is off).
+
+        Only a recorded span is kept until the acknowledgement (its partition and offset are
+        set then); a span the sampler dropped ends here, so what a pending send holds on to is
+        the shared token of its topic at most: nothing per event for the garbage collector to
+        walk while tens of thousands of sends await their acknowledgement.
+        """
         tracing = self.tracing
-        if tracing is None:
-            token = SendToken(topic, event, key, None, _NO_HEADERS)
-        else:
-            token = SendToken(topic, event, key, *tracing.start_send(topic))
-        metrics = self.metrics
-        if metrics is not None:
-            series = metrics.by_topic.get(topic) or metrics.producing(topic)
-            token.series = series
-            series.sent.inc()
-            token.started = perf_counter()
+        headers = None
+        if tracing is not None:
+            span, headers = tracing.start_send(topic)
+            if span.is_recording():
+                series = None if self.metrics is None else self._producing(topic)
+                if series is not None:
+                    series.sent.inc()
+                return SendToken(topic, event, key, span, series=series), headers
+        if self.metrics is None:
+            return None, headers
+        token = self._tokens.get(topic) or self._topic_token(topic)
+        token.series.sent.inc()  # type: ignore[union-attr]  # a topic token has its series
+        return token, headers
+
+    def _topic_token(self, topic: str) -> SendToken:
+        """The token every unrecorded send of ``topic`` shares (metrics on)."""
+        token = self._tokens[topic] = SendToken(
+            topic, None, None, None, series=self._producing(topic)
+        )
         return token
 
-    def delivered(self, token: SendToken, partition: int, offset: int) -> None:
-        """The broker acknowledged the event."""
+    def _producing(self, topic: str) -> ProducerSeries:
+        assert self.metrics is not None
+        return self.metrics.by_topic.get(topic) or self.metrics.producing(topic)
+
+    def delivered(self, token: SendToken, record: Acknowledged) -> None:
+        """The broker acknowledged the event: ``record`` is its ``Message`` from the delivery
+        report (the latency is librdkafka's own, from produce() to the acknowledgement)."""
         series = token.series
         if series is not None:  # the latency histogram also counts the delivery
-            series.latency.observe(perf_counter() - token.started)
+            latency = record.latency()
+            series.latency.observe(0.0 if latency is None else latency)
         if token.span is not None and self.tracing is not None:
-            self.tracing.end_send(token, partition, offset, None)
+            self.tracing.end_send(token, record.partition(), record.offset(), None)
 
     def failed(self, token: SendToken, code: str) -> None:
         """The event was not delivered (``code`` is librdkafka's error name)."""
@@ -162,18 +197,32 @@ class Telemetry:
         The trackers' hot path: with metrics alone it is a timer, a histogram cell and a
         counter cell, without a context-manager object per event.
         """
-        metrics = self.metrics
-        if self.tracing is not None or metrics is None:
-            with self.handling(topic, group, event, record, counted=True):
+        metrics, tracing = self.metrics, self.tracing
+        if tracing is not None:
+            with (
+                tracing.process(topic, group, event, record)
+                if metrics is None
+                else self.handling(topic, group, event, record, counted=True)
+            ):
                 handler(event)
             return
+        assert metrics is not None  # a Telemetry has tracing, metrics or both
         series = metrics.by_group.get((topic, group)) or metrics.consuming(topic, group)
         started = perf_counter()
         try:
             handler(event)
-        finally:
+        except BaseException:
             series.duration.observe(perf_counter() - started)
-        series.handled.inc()
+            raise
+        series.handled_in(perf_counter() - started)
+
+    def timer(self, topic: str, group: str) -> ConsumerSeries | None:
+        """With metrics alone (no tracing), the series a tracker's hot loop times its handler
+        calls into directly (:meth:`ConsumerSeries.handled_in`, and ``duration`` for calls
+        that raise); ``None`` otherwise, when :meth:`call` is the way."""
+        if self.tracing is not None or self.metrics is None:
+            return None
+        return self.metrics.consuming(topic, group)
 
     def context_headers(self) -> list[tuple[str, str | bytes | None]] | None:
         """The current span's context as record headers (for records written inside a

@@ -86,7 +86,6 @@ _W3C = TraceContextTextMapPropagator()
 #: A version-00 ``traceparent`` as paykafka (and every current SDK) writes it, matched on the
 #: header's bytes as librdkafka hands them over; anything else goes to the SDK's propagator.
 _TRACEPARENT_00 = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
-_NO_ID = re.compile(rb"0+")
 
 
 def sender_context(headers: Headers | Mapping[str, str | bytes | None]) -> SpanContext | None:
@@ -95,8 +94,8 @@ def sender_context(headers: Headers | Mapping[str, str | bytes | None]) -> SpanC
     One pass over the headers; the common case (a version-00 ``traceparent`` in bytes) is
     parsed here, everything else by the SDK's own W3C propagator, so both read alike.
     """
-    if isinstance(headers, Mapping):
-        headers = list(headers.items())
+    if type(headers) is not list:
+        headers = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
     traceparent = tracestate = None
     for name, value in headers:
         if name == "traceparent":
@@ -109,15 +108,40 @@ def sender_context(headers: Headers | Mapping[str, str | bytes | None]) -> SpanC
     if found is None or not isinstance(tracestate, bytes | None):
         context = trace.get_current_span(_W3C.extract(headers, getter=_GETTER)).get_span_context()
         return context if context.is_valid else None
-    trace_id, span_id, flags = found.groups()
-    if _NO_ID.fullmatch(trace_id) or _NO_ID.fullmatch(span_id):
+    trace_hex, span_hex, flags = found.groups()
+    trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
+    if not trace_id or not span_id:  # all zeros: invalid, as the W3C propagator treats it
         return None
     return SpanContext(
-        trace_id=int(trace_id, 16),
-        span_id=int(span_id, 16),
-        is_remote=True,
-        trace_flags=TraceFlags(int(flags, 16)),
-        trace_state=None if tracestate is None else TraceState.from_header([tracestate.decode()]),
+        trace_id,
+        span_id,
+        True,
+        _FLAGS.get(flags) or TraceFlags(int(flags, 16)),
+        None if tracestate is None else TraceState.from_header([tracestate.decode()]),
+    )
+
+
+#: The flags a traceparent carries in practice, parsed once.
+_FLAGS = {b"%02x" % flags: TraceFlags(flags) for flags in range(4)}
+
+
+def drops_unsampled_remote(provider: Any) -> bool:
+    """Whether ``provider`` is the SDK's and its sampler drops every span whose remote parent
+    was not sampled: the SDK's ``ParentBased`` with its default ``remote_parent_not_sampled``
+    (every sampler the SDK configures from ``OTEL_TRACES_SAMPLER``'s ``parentbased_*``).
+
+    Then a record whose sender was sampled out gets no span of its own: the handler runs in
+    the sender's (non-recording) context, which is what the SDK would hand it, without the
+    SDK's ids, sampler call and link per record. Any other sampler decides every span itself.
+    """
+    try:
+        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased  # noqa: PLC0415
+    except ImportError:  # the API alone, another SDK: ask it every time
+        return False
+    sampler = getattr(provider, "sampler", None)
+    return (
+        isinstance(sampler, ParentBased)
+        and getattr(sampler, "_remote_parent_not_sampled", None) is ALWAYS_OFF
     )
 
 
@@ -146,6 +170,7 @@ class Tracing:
     def __init__(self, tracer_provider: Any | None = None) -> None:
         provider = tracer_provider or trace.get_tracer_provider()
         self._tracer = provider.get_tracer("paykafka", __version__)
+        self._drops_unsampled = drops_unsampled_remote(provider)
         #: Per topic (and group): the span name and the attributes every record shares.
         self._send: dict[str, tuple[str, dict[str, Any]]] = {}
         self._process: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
@@ -179,9 +204,10 @@ class Tracing:
     ) -> None:
         """End a send's span on the broker's answer: delivered at ``partition`` / ``offset``,
         or failed with librdkafka's ``error`` name."""
-        span, key = token.span, token.key
+        span, key, event = token.span, token.key, token.event
         if span.is_recording():
-            attributes: dict[str, Any] = {"messaging.message.id": str(token.event.payment_id)}
+            assert event is not None  # a traced send's token holds its event
+            attributes: dict[str, Any] = {"messaging.message.id": str(event.payment_id)}
             if key is not None:
                 attributes["messaging.kafka.message.key"] = key.decode("utf-8", "replace")
             if partition is not None:
@@ -214,7 +240,7 @@ class Tracing:
                     "messaging.consumer.group.name": group,
                 },
             )
-        return ProcessSpan(self._tracer, shared, event, record)
+        return ProcessSpan(self._tracer, shared, event, record, self._drops_unsampled)
 
 
 class ProcessSpan:
@@ -225,12 +251,20 @@ class ProcessSpan:
     span (``error.type``, an exception event, an error status) and propagates unchanged.
     """
 
-    __slots__ = ("_event", "_record", "_shared", "_span", "_token", "_tracer")
+    __slots__ = ("_drops_unsampled", "_event", "_record", "_shared", "_span", "_token", "_tracer")
 
     def __init__(
-        self, tracer: Any, shared: tuple[str, dict[str, Any]], event: PaymentEvent, record: Record
+        self,
+        tracer: Any,
+        shared: tuple[str, dict[str, Any]],
+        event: PaymentEvent,
+        record: Record,
+        drops_unsampled: bool = False,
     ) -> None:
         self._tracer = tracer
+        #: The sampler drops a span whose remote parent was not sampled (see
+        #: :func:`drops_unsampled_remote`): such a record's handler runs in its sender's context.
+        self._drops_unsampled = drops_unsampled
         self._shared = shared
         self._event = event
         self._record = record
@@ -244,9 +278,13 @@ class ProcessSpan:
         headers = self._record.headers()
         sender = sender_context(headers) if headers else None
         if sender is not None:
+            sampled = sender.trace_flags.sampled
+            if not sampled and self._drops_unsampled:
+                self._span = span = NonRecordingSpan(sender)
+                self._token = otel_context.attach(trace.set_span_in_context(span))
+                return span
             parent = trace.set_span_in_context(NonRecordingSpan(sender))
             links = (Link(sender),)
-            sampled = sender.trace_flags.sampled
         name, shared = self._shared
         if sampled:
             # The sender's span was recorded, so (with the usual parent-based sampler) this
