@@ -19,7 +19,10 @@ Two in-process rows split a traced event's cost: the SDK's own floor (a loop mak
 two spans, with the same attributes, parent, link and current context, and nothing else: the
 send span's partition and offset set when it ends, as they are known only then)
 against paykafka's whole per-event path (:class:`paykafka.Telemetry`), so what paykafka adds
-on top of the SDK is their difference. A third row is the per-event cost of the metrics.
+on top of the SDK is their difference. When sampled, paykafka can come in under the floor: a
+record whose sender was sampled out is handled in the sender's context rather than asking the
+SDK for a span its parent-based sampler would drop. A third row is the per-event cost of the
+metrics, made as the producer and the tracker's hot loop make them.
 """
 
 from __future__ import annotations
