@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import KafkaException
 from hypothesis import given
 from hypothesis import strategies as st
@@ -378,3 +379,73 @@ def test_a_bounded_call_returns_or_raises_in_the_callers_thread() -> None:
 
     with pytest.raises(KafkaException, match="coordinator not available"):
         call_within(fail, 5, "send-offsets")
+
+
+class _TxnProducer:
+    """A transactional producer's calls as the processor's abort makes them."""
+
+    def __init__(self, abort_error: Any = None) -> None:
+        self.calls: list[str] = []
+        self._abort_error = abort_error
+
+    def flush(self, timeout: float) -> int:
+        self.calls.append(f"flush({timeout})")
+        return 0
+
+    def abort_transaction(self, timeout: float) -> None:
+        self.calls.append("abort")
+        if self._abort_error is not None:
+            raise KafkaException(self._abort_error)
+
+
+class _Seekless:
+    def seek(self, _partition: object) -> None:
+        pass
+
+
+def _aborting(old: _TxnProducer, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[object]]:
+    """A processor mid-batch whose producer is ``old``; new producers are recorded."""
+    processor = PaymentProcessor(Settings())
+    made: list[object] = []
+
+    def new_producer() -> object:
+        made.append(_TxnProducer())
+        return made[-1]
+
+    monkeypatch.setattr(processor, "_new_producer", new_producer)
+    processor._producer = old  # type: ignore[assignment]
+    processor._consumer = _Seekless()  # type: ignore[assignment]
+    processor._decode = object()  # type: ignore[assignment]
+    return processor, made
+
+
+def test_a_stuck_producer_is_replaced_without_being_touched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A producer stuck inside a call (librdkafka#5511) is left to the thread stuck in it:
+    no flush, no abort (either could block behind the stuck call); a new one claims the id."""
+    old = _TxnProducer()
+    processor, made = _aborting(old, monkeypatch)
+    batch = processor._core.collecting()
+    processor._core.fetched(batch, [_Msg("in", 0, 3)], 0.0)
+    processor._abort(batch, "send-offsets never returned", wedged=True)
+    assert old.calls == []
+    assert processor._producer is made[0]
+
+
+def test_an_abort_that_leaves_the_producer_fatal_renews_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An abort failing with a fatal error that is not fencing: the producer is flushed once
+    more (without waiting) and replaced; a clean abort keeps it."""
+    clean = _TxnProducer()
+    processor, made = _aborting(clean, monkeypatch)
+    batch = processor._core.collecting()
+    processor._abort(batch, "handler failed")
+    assert (clean.calls, made) == ([f"flush({processor._timeout})", "abort"], [])
+    fatal = RdKafkaError(RdKafkaError.INVALID_TXN_STATE, "state", fatal=True)
+    broken = _TxnProducer(abort_error=fatal)
+    processor._producer = broken
+    processor._abort(batch, "handler failed")
+    assert broken.calls == [f"flush({processor._timeout})", "abort", "flush(0)"]
+    assert processor._producer is made[0]

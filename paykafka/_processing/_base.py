@@ -306,8 +306,7 @@ class ProcessorBase:
                 "coordinator died): a new producer claims %s and the batch is handled again",
                 self.transactional_id,
             )
-            self._producer = None  # left to the thread stuck in it; never flushed or closed
-            self._producer = self._new_producer()
+            self._renew_producer(stuck=True)
         else:
             self._abort_open(producer)
         self._seek_back(self._core.aborted(batch))
@@ -325,7 +324,8 @@ class ProcessorBase:
             if err.fatal():
                 if err.name() in FENCED_CODES:
                     raise fatal_error(err, self.transactional_id) from None
-                self._renew_producer(err)
+                log.warning("transactional producer failed (%s); claiming the id anew", err.str())
+                self._renew_producer()
             elif err.code() != _RdKafkaError._STATE:  # _STATE: no transaction was open
                 raise self._kafka_error(err, "aborting the transaction") from None
 
@@ -342,15 +342,16 @@ class ProcessorBase:
                 # the first one not committed, so nothing is skipped.
                 log.info("cannot seek back to %s[%d]@%d: %s", topic, partition, offset, exc)
 
-    def _renew_producer(self, err: Any) -> None:
-        """Replace a producer in a fatal state that was not fenced (so our id is still ours).
+    def _renew_producer(self, *, stuck: bool = False) -> None:
+        """Replace the transactional producer: one in a fatal state that was not fenced (so
+        our id is still ours), or one ``stuck`` inside a call that never returned, which is
+        left to the thread stuck in it (never flushed or closed).
 
         Claiming the id again bumps its epoch: the broker aborts the transaction the old
         producer left open, and nothing it wrote becomes visible.
         """
-        log.warning("transactional producer failed (%s); claiming the id anew", err.str())
         old, self._producer = self._producer, None
-        if old is not None:
+        if old is not None and not stuck:
             with contextlib.suppress(KafkaException):
                 old.flush(0)
         self._producer = self._new_producer()
