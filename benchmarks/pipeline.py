@@ -219,15 +219,17 @@ def _track_stock(
 
 
 class Stopwatch:
-    """A handler that notes when the first and the last event arrived."""
+    """A handler that notes when the first and the last event arrived (by ``clock``: the wall
+    clock, or ``time.process_time`` for the process's CPU time)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self.count = 0
         self.first = 0.0
         self.last = 0.0
+        self._clock = clock
 
     def __call__(self, _event: PaymentEvent) -> None:
-        now = time.perf_counter()
+        now = self._clock()
         if not self.count:
             self.first = now
         self.count += 1

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from benchmarks._common import make_events
 from benchmarks.observability import _provider
-from benchmarks.pipeline import drop, fresh_settings
+from benchmarks.pipeline import Stopwatch, drop, fresh_settings
 from paykafka import PaymentEvent, PaymentProducer, PaymentTracker, Settings, Telemetry
 
 _IDLE = 60.0
@@ -59,21 +59,6 @@ class _GcClock:
             gc.callbacks.remove(self)
 
 
-class _Handled:
-    """The tracker's handler: notes the process CPU time of the first and last event."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.first = self.last = 0.0
-
-    def __call__(self, _event: PaymentEvent) -> None:
-        now = time.process_time()
-        if not self.count:
-            self.first = now
-        self.count += 1
-        self.last = now
-
-
 def _telemetry(config: str) -> tuple[Telemetry | None, Any]:
     if config == "off":
         return None, None
@@ -102,7 +87,7 @@ def _one(base: Settings, events: list[PaymentEvent], config: str) -> dict[str, f
             produce_gc, produce_collections = clock.seconds, clock.collections
         finally:
             producer.close()
-        handled = _Handled()
+        handled = Stopwatch(time.process_time)
         with PaymentTracker(settings, telemetry=telemetry) as tracker, clock.watching():
             tracker.run(handled, max_events=len(events), idle_timeout=_IDLE, handle_signals=False)
         if handled.count != len(events):
